@@ -1,0 +1,278 @@
+//! Making a target file byte-equal to a source file: delta, change map, full.
+
+use std::fs::File;
+use std::path::Path;
+
+use super::digest::{
+    BlockDigest, Digests, block_len, blocks_for, digest_file, hash_blocks, is_zero, zero_digest,
+};
+use super::os::{
+    open_source, open_target, read_exact_at, refuse_same_file, set_len, sync_file, sync_parent,
+    write_all_at,
+};
+use super::pipeline::{Extent, Run, block_runs, run_extents, whole_file};
+use super::{BLOCK, ChangeMap, SyncError, SyncOptions, SyncStats};
+
+/// What [`delta_sync`] did, and what it read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeltaOutcome {
+    pub stats: SyncStats,
+    /// The digests of the source bytes as this sync read them, which are
+    /// also the digests of the target after it. Phase 2 brings them up to
+    /// date with [`refresh_digests`](super::refresh_digests) and verifies the
+    /// target against them; a later delta can pass them as
+    /// [`SyncOptions::known_target`].
+    pub source_digests: Digests,
+}
+
+/// Makes `target` byte-equal to `source` by writing only the blocks whose
+/// digests differ (delta phase 1).
+///
+/// Guarantees:
+/// - the target is created if missing and resized to the source's length
+///   (extended with a hole, or truncated) before any block is written;
+/// - a block is written only when its digest differs from the target's: a
+///   zero block of the source over a hole (or zeros) of the target is left
+///   alone, so sparse images stay sparse; zeros over data are written as
+///   zeros. The one block that straddles the target's old end is always
+///   written;
+/// - source and target are read in [`CHUNK`](super::CHUNK)-sized reads, in
+///   parallel; the target is not read when `options.known_target` matches its
+///   length;
+/// - on `Ok`, the target and (if it was created) its directory are fsynced;
+/// - idempotent: after an error or a crash at any point, running it again
+///   completes the sync.
+///
+/// Assumptions: nothing else writes the target. The source may be written
+/// meanwhile (the recovery VM keeps running): then each block of the target
+/// holds whatever bytes its read of the source returned, and the returned
+/// digests describe those bytes; phase 2 fixes the blocks written since (see
+/// the [module docs](super)). `options.known_target`, when given, describes
+/// the target as it is (a previous sync's [`DeltaOutcome::source_digests`]).
+///
+/// Errors: either file cannot be opened, read or written; they are the same
+/// file; the source shrinks meanwhile; the fault plan fires.
+pub fn delta_sync(
+    source: &Path,
+    target: &Path,
+    options: &SyncOptions,
+) -> Result<DeltaOutcome, SyncError> {
+    let (src, src_meta) = open_source(source)?;
+    let (dst, dst_meta, created) = open_target(target)?;
+    refuse_same_file(source, &src_meta, target, &dst_meta)?;
+    let (src_len, dst_len) = (src_meta.len(), dst_meta.len());
+
+    let mut bytes_read = 0;
+    let read_digests;
+    let target_digests = match options.known_target {
+        Some(known) if known.file_len() == dst_len => known,
+        known => {
+            if let Some(known) = known {
+                tracing::warn!(
+                    target = %target.display(),
+                    known_len = known.file_len(),
+                    actual_len = dst_len,
+                    "known target digests are stale; reading the target instead"
+                );
+            }
+            read_digests = digest_file(&dst, target, dst_len, &Run::quiet(target))?;
+            bytes_read += dst_len;
+            &read_digests
+        }
+    };
+    let expected = expected_after_resize(target_digests, src_len);
+    if dst_len != src_len {
+        set_len(&dst, target, src_len)?;
+    }
+
+    let run = Run { path: target, progress: options.progress, fault: options.fault };
+    let chunks = run_extents(&whole_file(src_len), &run, |extent, buf| {
+        read_exact_at(&src, source, buf, extent.offset)?;
+        let digests = hash_blocks(buf);
+        let first = extent.first_block() as usize;
+        let differs = |i: usize| expected.get(first + i).copied().flatten() != Some(digests[i]);
+        let written = write_selected(&dst, target, extent, buf, differs)?;
+        Ok((digests, written))
+    })?;
+    finish(&dst, target, created)?;
+
+    let mut stats = SyncStats {
+        blocks_total: blocks_for(src_len),
+        bytes_read: bytes_read + src_len,
+        ..SyncStats::default()
+    };
+    let mut blocks = Vec::with_capacity(stats.blocks_total as usize);
+    for (digests, written) in chunks {
+        blocks.extend(digests);
+        stats.add(written);
+    }
+    Ok(DeltaOutcome { stats, source_digests: Digests::from_parts(src_len, blocks) })
+}
+
+/// What each block of the target will hold once it is resized to `new_len`,
+/// as far as its digests tell: `None` when unknown (the block straddling the
+/// old end, or the new one).
+fn expected_after_resize(old: &Digests, new_len: u64) -> Vec<Option<BlockDigest>> {
+    (0..blocks_for(new_len))
+        .map(|block| {
+            let len = block_len(new_len, block);
+            if block.saturating_mul(BLOCK as u64) >= old.file_len() {
+                Some(zero_digest(len))
+            } else if block_len(old.file_len(), block) == len {
+                old.get(block).copied()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Copies the blocks of `changes` from `source` to `target` (delta phase 2,
+/// after the source stopped changing).
+///
+/// Guarantees:
+/// - the target is created if missing and resized to the source's length
+///   (a hole past its old end, or truncated);
+/// - every block of `changes` inside the source is copied, zeros included,
+///   and nothing else; blocks past the source's end are ignored;
+/// - reads only those blocks; on `Ok`, the target is fsynced;
+/// - idempotent: after an error or a crash, running it again completes it.
+///
+/// Assumptions: the target already equals the source outside `changes`
+/// (phase 1 ran). A source that grew since phase 1 has its new blocks in
+/// `changes` (a resize is a write). [`verify_against`](super::verify_against)
+/// checks both.
+///
+/// Errors: either file cannot be opened, read or written; they are the same
+/// file; the fault plan fires.
+pub fn copy_blocks(
+    source: &Path,
+    target: &Path,
+    changes: &ChangeMap,
+    options: &SyncOptions,
+) -> Result<SyncStats, SyncError> {
+    let (src, src_meta) = open_source(source)?;
+    let (dst, dst_meta, created) = open_target(target)?;
+    refuse_same_file(source, &src_meta, target, &dst_meta)?;
+    let src_len = src_meta.len();
+    if dst_meta.len() != src_len {
+        set_len(&dst, target, src_len)?;
+    }
+    let count = blocks_for(src_len);
+    let extents = block_runs(changes.iter().take_while(|&b| b < count), src_len);
+
+    let run = Run { path: target, progress: options.progress, fault: options.fault };
+    let chunks = run_extents(&extents, &run, |extent, buf| {
+        read_exact_at(&src, source, buf, extent.offset)?;
+        write_selected(&dst, target, extent, buf, |_| true)
+    })?;
+    finish(&dst, target, created)?;
+
+    let mut stats = SyncStats {
+        blocks_total: count,
+        bytes_read: extents.iter().map(|e| e.len as u64).sum(),
+        ..SyncStats::default()
+    };
+    chunks.into_iter().for_each(|written| stats.add(written));
+    Ok(stats)
+}
+
+/// Copies all of `source` to `target` (the `full` mode, source stopped).
+///
+/// Guarantees:
+/// - the target is created if missing, emptied, then sized to the source:
+///   it is entirely a hole, and only the source's non-zero blocks are
+///   written, so sparse images stay sparse and no stale byte survives;
+/// - the source is read once, in [`CHUNK`](super::CHUNK)-sized reads, in
+///   parallel; no digest is computed;
+/// - on `Ok`, the target (and its directory if created) is fsynced;
+/// - idempotent: after an error or a crash, running it again completes it
+///   (starting over).
+///
+/// Why not `std::io::copy` (which uses `copy_file_range` on Linux): outside
+/// reflink-capable filesystems it writes the source's holes as zeros, and it
+/// offers no progress or fault point.
+///
+/// Assumptions: nothing writes either file meanwhile.
+///
+/// Errors: either file cannot be opened, read or written; they are the same
+/// file (refused before anything is truncated); the fault plan fires.
+pub fn full_sync(
+    source: &Path,
+    target: &Path,
+    options: &SyncOptions,
+) -> Result<SyncStats, SyncError> {
+    let (src, src_meta) = open_source(source)?;
+    let (dst, dst_meta, created) = open_target(target)?;
+    refuse_same_file(source, &src_meta, target, &dst_meta)?;
+    let src_len = src_meta.len();
+    set_len(&dst, target, 0)?;
+    set_len(&dst, target, src_len)?;
+
+    let run = Run { path: target, progress: options.progress, fault: options.fault };
+    let chunks = run_extents(&whole_file(src_len), &run, |extent, buf| {
+        read_exact_at(&src, source, buf, extent.offset)?;
+        write_selected(&dst, target, extent, buf, |i| !is_zero(block_at(buf, i)))
+    })?;
+    finish(&dst, target, created)?;
+
+    let mut stats =
+        SyncStats { blocks_total: blocks_for(src_len), bytes_read: src_len, ..SyncStats::default() };
+    chunks.into_iter().for_each(|written| stats.add(written));
+    Ok(stats)
+}
+
+/// Blocks and bytes written.
+#[derive(Clone, Copy, Default)]
+struct Written {
+    blocks: u64,
+    bytes: u64,
+}
+
+impl SyncStats {
+    fn add(&mut self, written: Written) {
+        self.blocks_copied += written.blocks;
+        self.bytes_copied += written.bytes;
+    }
+}
+
+/// Block `i` of a buffer read at a block boundary.
+fn block_at(buf: &[u8], i: usize) -> &[u8] {
+    let start = (i * BLOCK).min(buf.len());
+    &buf[start..(start + BLOCK).min(buf.len())]
+}
+
+/// Writes the blocks `i` of `buf` (read at `extent`) for which `select(i)`
+/// holds, one write per run of consecutive selected blocks.
+fn write_selected(
+    dst: &File,
+    path: &Path,
+    extent: Extent,
+    buf: &[u8],
+    select: impl Fn(usize) -> bool,
+) -> Result<Written, SyncError> {
+    let blocks = buf.len().div_ceil(BLOCK);
+    let mut written = Written::default();
+    let mut i = 0;
+    while i < blocks {
+        if !select(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < blocks && select(i) {
+            i += 1;
+        }
+        let (lo, hi) = (start * BLOCK, (i * BLOCK).min(buf.len()));
+        write_all_at(dst, path, &buf[lo..hi], extent.offset + lo as u64)?;
+        written.blocks += (i - start) as u64;
+        written.bytes += (hi - lo) as u64;
+    }
+    Ok(written)
+}
+
+/// Makes the target durable: its data, and its directory entry if new.
+fn finish(dst: &File, target: &Path, created: bool) -> Result<(), SyncError> {
+    sync_file(dst, target)?;
+    if created { sync_parent(target) } else { Ok(()) }
+}

@@ -1,0 +1,321 @@
+//! Block digests, image digests, and their files.
+
+use std::fmt;
+use std::fs::File;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use super::os::{open_source, read_exact_at};
+use super::persist::{Decoder, Encoder, atomic_write};
+use super::pipeline::{Run, block_runs, run_extents, whole_file};
+use super::{BLOCK, ChangeMap, DecodeError, SyncError};
+
+/// The digest of one block: 16 bytes.
+pub type BlockDigest = [u8; 16];
+
+/// Identifies [`block_digest`]'s algorithm in digest files and image digests;
+/// changing the hash means changing this.
+const ALGORITHM_ID: u32 = 1;
+const ALGORITHM_NAME: &str = "BLAKE3-128";
+
+/// The digest of one block (of up to [`BLOCK`] bytes): BLAKE3, truncated to
+/// 128 bits. The one place the block hash is chosen.
+///
+/// Why BLAKE3 and not a faster non-cryptographic hash (xxh3-128): a guest
+/// controls the bytes of its disk, and with a non-cryptographic hash it could
+/// craft two different blocks with the same digest, so that a changed block
+/// is skipped and verification still passes. Truncated BLAKE3 keeps 64-bit
+/// collision resistance even against such a guest, is already a dependency,
+/// and hashes several GB/s per core (SIMD), more than a disk delivers.
+/// Different lengths give different digests (a partial last block is hashed
+/// as its bytes).
+pub fn block_digest(bytes: &[u8]) -> BlockDigest {
+    let mut digest = [0u8; 16];
+    blake3::Hasher::new().update(bytes).finalize_xof().fill(&mut digest);
+    digest
+}
+
+/// Bytes of zeros, to compare blocks against (a `memcmp`).
+pub(crate) static ZERO_BLOCK: [u8; BLOCK] = [0; BLOCK];
+
+/// Whether `block` (at most [`BLOCK`] bytes) is all zeros.
+pub(crate) fn is_zero(block: &[u8]) -> bool {
+    ZERO_BLOCK.get(..block.len()) == Some(block)
+}
+
+/// The digest of `len` (at most [`BLOCK`]) zero bytes: a hole.
+pub(crate) fn zero_digest(len: usize) -> BlockDigest {
+    static FULL: LazyLock<BlockDigest> = LazyLock::new(|| block_digest(&ZERO_BLOCK));
+    if len == BLOCK { *FULL } else { block_digest(&ZERO_BLOCK[..len.min(BLOCK)]) }
+}
+
+/// Number of blocks of a file of `len` bytes.
+pub(crate) fn blocks_for(len: u64) -> u64 {
+    len.div_ceil(BLOCK as u64)
+}
+
+/// Length of block `block` of a file of `len` bytes (0 past the end).
+pub(crate) fn block_len(len: u64, block: u64) -> usize {
+    len.saturating_sub(block.saturating_mul(BLOCK as u64)).min(BLOCK as u64) as usize
+}
+
+/// Digests of the blocks of a buffer read at a block boundary.
+pub(crate) fn hash_blocks(buf: &[u8]) -> Vec<BlockDigest> {
+    buf.chunks(BLOCK).map(block_digest).collect()
+}
+
+/// The per-block digests of a file, and its length.
+///
+/// Guarantees: `blocks().len()` is `file_len()` divided by [`BLOCK`], rounded
+/// up; block `i` is the [`block_digest`] of bytes `[i*BLOCK, (i+1)*BLOCK)`
+/// (the last one possibly shorter).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Digests {
+    file_len: u64,
+    blocks: Vec<BlockDigest>,
+}
+
+const DIGESTS_MAGIC: &[u8; 8] = b"FBDIGEST";
+const DIGESTS_VERSION: u32 = 1;
+
+impl Digests {
+    /// Callers pass one digest per block of a `file_len`-byte file.
+    pub(crate) fn from_parts(file_len: u64, blocks: Vec<BlockDigest>) -> Self {
+        Digests { file_len, blocks }
+    }
+
+    /// Length of the file, in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Number of blocks.
+    pub fn block_count(&self) -> u64 {
+        self.blocks.len() as u64
+    }
+
+    /// The digests, block by block.
+    pub fn blocks(&self) -> &[BlockDigest] {
+        &self.blocks
+    }
+
+    /// The digest of block `block`, if the file has it.
+    pub fn get(&self, block: u64) -> Option<&BlockDigest> {
+        usize::try_from(block).ok().and_then(|i| self.blocks.get(i))
+    }
+
+    /// The image digest: BLAKE3 (keyed by a context naming the format and
+    /// the block hash) over the file length and every block digest in order.
+    /// Two files have the same root exactly when they have the same length
+    /// and the same block digests.
+    pub fn root(&self) -> ImageDigest {
+        let context = format!("failback sync image digest v1 {ALGORITHM_NAME} blocks of {BLOCK}");
+        let mut hasher = blake3::Hasher::new_derive_key(&context);
+        hasher.update(&self.file_len.to_le_bytes());
+        for block in &self.blocks {
+            hasher.update(block);
+        }
+        ImageDigest(*hasher.finalize().as_bytes())
+    }
+
+    /// The first block whose digest differs from `other`'s, counting a block
+    /// only one of them has as different; `None` when the files are equal.
+    pub fn first_mismatch(&self, other: &Digests) -> Option<u64> {
+        let longest = self.blocks.len().max(other.blocks.len());
+        let differs = (0..longest).find(|&i| self.blocks.get(i) != other.blocks.get(i));
+        match differs {
+            Some(i) => Some(i as u64),
+            // Same digests imply same length; kept for robustness.
+            None if self.file_len != other.file_len => Some(self.block_count().saturating_sub(1)),
+            None => None,
+        }
+    }
+
+    /// The serialised form (framed, checksummed; see [`Digests::save`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Encoder::new(DIGESTS_MAGIC, DIGESTS_VERSION, self.blocks.len() * 16 + 24);
+        out.u32(BLOCK as u32);
+        out.u32(ALGORITHM_ID);
+        out.u64(self.file_len);
+        out.u64(self.block_count());
+        for block in &self.blocks {
+            out.raw(block);
+        }
+        out.finish()
+    }
+
+    /// Parses [`Digests::to_bytes`]' output.
+    ///
+    /// Errors: any byte out of place, or digests of another block size or
+    /// hash algorithm.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut input = Decoder::new(bytes, DIGESTS_MAGIC, DIGESTS_VERSION)?;
+        let block_size = input.u32()?;
+        if block_size != BLOCK as u32 {
+            return Err(DecodeError::BlockSize { found: block_size, expected: BLOCK as u32 });
+        }
+        let algorithm = input.u32()?;
+        if algorithm != ALGORITHM_ID {
+            return Err(DecodeError::Algorithm { found: algorithm, expected: ALGORITHM_ID });
+        }
+        let file_len = input.u64()?;
+        let count = input.u64()?;
+        if count != blocks_for(file_len) {
+            return Err(DecodeError::Length { announced: blocks_for(file_len), found: count });
+        }
+        let body = input.rest(count.saturating_mul(16))?;
+        let blocks = body
+            .chunks_exact(16)
+            .map(|chunk| {
+                let mut digest = [0u8; 16];
+                digest.copy_from_slice(chunk);
+                digest
+            })
+            .collect();
+        Ok(Digests { file_len, blocks })
+    }
+
+    /// Writes the digests to `path`, atomically (temporary file, fsync,
+    /// rename, fsync of the directory).
+    pub fn save(&self, path: &Path) -> Result<(), SyncError> {
+        atomic_write(path, &self.to_bytes())
+    }
+
+    /// Reads digests written by [`Digests::save`].
+    ///
+    /// Errors: the file cannot be read, or is not a valid digests file.
+    pub fn load(path: &Path) -> Result<Self, SyncError> {
+        let bytes =
+            std::fs::read(path).map_err(|source| SyncError::Open { path: path.into(), source })?;
+        Digests::from_bytes(&bytes).map_err(|source| SyncError::Corrupt {
+            path: path.into(),
+            what: "block digests",
+            source,
+        })
+    }
+}
+
+impl fmt::Debug for Digests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Digests")
+            .field("file_len", &self.file_len)
+            .field("blocks", &self.blocks.len())
+            .field("root", &self.root())
+            .finish()
+    }
+}
+
+/// The digest of a whole image (see [`Digests::root`]); printed as 64 hex
+/// digits and parsed back from them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImageDigest(pub [u8; 32]);
+
+impl ImageDigest {
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
+    }
+}
+
+impl fmt::Debug for ImageDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImageDigest({self})")
+    }
+}
+
+/// A string that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an image digest (64 hex digits)")]
+pub struct ParseImageDigestError(String);
+
+impl FromStr for ImageDigest {
+    type Err = ParseImageDigestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        blake3::Hash::from_hex(s)
+            .map(|hash| ImageDigest(*hash.as_bytes()))
+            .map_err(|_| ParseImageDigestError(s.to_owned()))
+    }
+}
+
+/// The per-block digests of the file at `path`.
+///
+/// Guarantees: the file is read once, in [`CHUNK`](super::CHUNK)-sized
+/// reads spread over the rayon pool, and hashed in parallel; the length is
+/// the file's length when it was opened.
+///
+/// Assumptions: if the file is written meanwhile, each block digest describes
+/// whatever bytes its read returned.
+///
+/// Errors: the file cannot be opened or read, is not a regular file, or
+/// shrinks while it is read.
+pub fn digest_blocks(path: &Path) -> Result<Digests, SyncError> {
+    let (file, meta) = open_source(path)?;
+    digest_file(&file, path, meta.len(), &Run::quiet(path))
+}
+
+/// The [`ImageDigest`] of the file at `path`: `digest_blocks(path)?.root()`.
+///
+/// Errors: those of [`digest_blocks`].
+pub fn image_digest(path: &Path) -> Result<ImageDigest, SyncError> {
+    Ok(digest_blocks(path)?.root())
+}
+
+/// Digests the first `len` bytes of an open file.
+pub(crate) fn digest_file(
+    file: &File,
+    path: &Path,
+    len: u64,
+    run: &Run,
+) -> Result<Digests, SyncError> {
+    let parts = run_extents(&whole_file(len), run, |extent, buf| {
+        read_exact_at(file, path, buf, extent.offset)?;
+        Ok(hash_blocks(buf))
+    })?;
+    Ok(Digests::from_parts(len, parts.concat()))
+}
+
+/// Brings `digests` of the file at `source` up to date after the blocks of
+/// `changes` were written: re-hashes exactly those blocks, and, if the file
+/// changed length, the blocks from the old end on. Phase 2 uses it on the
+/// digests phase 1 returned, before [`verify_against`](super::verify_against).
+///
+/// Guarantees: reads only the blocks it re-hashes; `digests` is changed only
+/// on success.
+///
+/// Assumptions: `digests` described the file, except for blocks in `changes`.
+///
+/// Errors: the file cannot be opened or read.
+pub fn refresh_digests(
+    source: &Path,
+    digests: &mut Digests,
+    changes: &ChangeMap,
+) -> Result<(), SyncError> {
+    let (file, meta) = open_source(source)?;
+    let len = meta.len();
+    let count = blocks_for(len);
+    let mut stale = changes.clone();
+    if len != digests.file_len {
+        // The block that held the old end (or holds the new one) changed too.
+        stale.mark_range(digests.file_len.min(len) / BLOCK as u64..count);
+    }
+    let extents = block_runs(stale.iter().take_while(|&b| b < count), len);
+    let fresh = run_extents(&extents, &Run::quiet(source), |extent, buf| {
+        read_exact_at(&file, source, buf, extent.offset)?;
+        Ok(hash_blocks(buf))
+    })?;
+    digests.blocks.resize(count as usize, zero_digest(BLOCK));
+    digests.file_len = len;
+    for (extent, blocks) in extents.iter().zip(fresh) {
+        let first = extent.first_block() as usize;
+        digests.blocks[first..first + blocks.len()].copy_from_slice(&blocks);
+    }
+    Ok(())
+}

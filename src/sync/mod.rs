@@ -1,0 +1,180 @@
+//! The block-level disk synchronisation engine: the data path of a failback.
+//!
+//! This module owns moving the bytes of one disk image to another and proving
+//! that they arrived. It works on plain files (raw, sparse disk images) through
+//! paths and [`std::fs::File`]s only, and knows nothing about sites, VMs or
+//! providers: the lab provider uses it today, other providers later.
+//!
+//! | operation | failback step | reads | writes |
+//! |---|---|---|---|
+//! | [`delta_sync`] | `delta` phase 1, recovery VM running | source, target (unless its digests are known) | blocks whose digests differ |
+//! | [`copy_blocks`] | `delta` phase 2, recovery VM off | the blocks of a [`ChangeMap`] | those blocks |
+//! | [`full_sync`] | `full` mode, recovery VM off | source | every non-zero block |
+//! | [`verify_equal`], [`verify_against`] | gate before starting the primary VM | both sides / the target | nothing |
+//!
+//! Every disk is cut into [`BLOCK`]-byte blocks (the last one may be shorter);
+//! each block has a 16-byte [`BlockDigest`] (see [`block_digest`] for the hash
+//! and why), and a whole image has an [`ImageDigest`], the hash over its
+//! length and its block digests in order (a one-level hash tree root).
+//!
+//! All functions block the calling thread (call them from
+//! `tokio::task::spawn_blocking` in async code); hashing and I/O run in
+//! parallel on the rayon pool, sized to the machine. They fsync what they
+//! wrote before returning `Ok`, and they are idempotent: after a crash or an
+//! error at any point, running the same call again completes the work.
+//!
+//! # Why a verified delta failback loses no data
+//!
+//! Write `S(t)` for the source (recovery) disk at time `t`, `T` for the target
+//! (primary) disk, `t0` for the moment the lab starts recording the change map
+//! `C` of the disk, and `ts` for the moment the recovery VM is confirmed off.
+//! Nothing writes the source after `ts`, so the disk the primary VM must start
+//! from is `S(ts)`. The protocol is:
+//!
+//! 1. at `t0`, start recording: every guest write marks its blocks in `C`
+//!    (and the mark is persisted before the write is acknowledged);
+//! 2. phase 1 ([`delta_sync`]), after `t0`, reads the source while the VM
+//!    runs. It returns `D`, the digests of the bytes it read, and leaves the
+//!    target holding exactly those bytes: block `b` of `T` has digest `D[b]`;
+//! 3. at `ts` the VM is off; phase 2 ([`copy_blocks`]) copies every block of
+//!    `C` from `S(ts)` to `T`, and [`refresh_digests`] replaces `D[b]` by the
+//!    digest of `S(ts)` block `b` for every `b` in `C` (and for blocks added
+//!    if the disk was resized);
+//! 4. [`verify_against`]`(T, D)` reads the whole target and compares.
+//!
+//! Claim: after step 3, `D[b]` is the digest of block `b` of `S(ts)` for every
+//! `b`. If `b` is in `C`, step 3 hashed it from `S(ts)` itself. If `b` is not
+//! in `C`, no write touched `b` after `t0`; phase 1 read `b` after `t0`, so it
+//! read the same bytes `S(ts)` holds. Step 4 then checks every block of `T`
+//! against `D`, that is against `S(ts)`: when it reports `equal`, `T` equals
+//! `S(ts)` block by block (up to a BLAKE3-128 collision), whatever happened in
+//! between: torn reads, crashes, re-runs, a phase 2 interrupted and resumed.
+//! Verification is what carries the proof; the copy steps only make it pass.
+//!
+//! The argument needs `t0` to come **before** phase 1 reads the source. A
+//! write racing with the phase-1 read of its block (the read sees half of it,
+//! or the old bytes) is then in `C` and re-sent in phase 2. If recording
+//! started after the read began, such a write could be missing from both
+//! phase 1 and `C`, and `D` would still describe the old bytes, so
+//! verification against `D` would pass on a target that lacks the write. For
+//! the same reason, a [`ChangeMap`] file that is missing means "recording never
+//! started", never "nothing changed": [`ChangeMap::load`] fails on it.
+//!
+//! A lab that does not keep `D` can verify with [`verify_equal`] (or compare
+//! [`image_digest`] of both sides) once the recovery VM is off: that reads
+//! the source again but relies on nothing above.
+
+mod change_map;
+mod copy;
+mod digest;
+mod error;
+mod os;
+mod persist;
+mod pipeline;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use change_map::ChangeMap;
+pub use copy::{DeltaOutcome, copy_blocks, delta_sync, full_sync};
+pub use digest::{
+    BlockDigest, Digests, ImageDigest, ParseImageDigestError, block_digest, digest_blocks,
+    image_digest, refresh_digests,
+};
+pub use error::{DecodeError, SyncError};
+pub use verify::{Verification, verify_against, verify_equal};
+
+/// Size of a block, the unit of comparison and copy: 4 KiB.
+pub const BLOCK: usize = 4096;
+
+/// Size of one read: files are processed in extents of at most this many bytes.
+pub const CHUNK: usize = 1024 * 1024;
+
+/// Progress is reported at most once per this many bytes (plus a final call).
+pub const PROGRESS_STEP: u64 = 4 * 1024 * 1024;
+
+/// What a sync did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Blocks of the source (the last one may be partial).
+    pub blocks_total: u64,
+    /// Blocks written to the target.
+    pub blocks_copied: u64,
+    /// Bytes written to the target.
+    pub bytes_copied: u64,
+    /// Bytes read, from the source and (for a delta without known digests)
+    /// from the target.
+    pub bytes_read: u64,
+}
+
+/// A fault to inject into a sync, for tests and reliability drills. Inert by
+/// default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// Stop the sync at this source offset, rounded down to a block boundary:
+    /// every block that ends at or below it is processed, no block after it,
+    /// nothing is fsynced, and the call returns [`SyncError::InjectedFault`],
+    /// as if the process had crashed there. A sync whose work ends before the
+    /// offset completes normally.
+    pub fail_at_offset: Option<u64>,
+}
+
+impl FaultPlan {
+    /// A plan that stops the sync at `offset`.
+    pub fn fail_at(offset: u64) -> Self {
+        FaultPlan { fail_at_offset: Some(offset) }
+    }
+}
+
+/// The progress callback: `(bytes done, bytes total)`.
+pub type ProgressFn<'a> = &'a dyn Fn(u64, u64);
+
+/// Options of a sync; `SyncOptions::default()` is a plain sync.
+#[derive(Clone, Copy, Default)]
+pub struct SyncOptions<'a> {
+    /// [`delta_sync`] only: digests of the target as it is now, so that only
+    /// the source is read (a re-run). Ignored, and the target read instead,
+    /// when their length is not the target's.
+    pub known_target: Option<&'a Digests>,
+    /// Called on the calling thread with non-decreasing `done`, at most once
+    /// per [`PROGRESS_STEP`] bytes, and once with `done == total` at the end.
+    pub progress: Option<ProgressFn<'a>>,
+    /// A fault to inject; none by default.
+    pub fault: FaultPlan,
+}
+
+impl<'a> SyncOptions<'a> {
+    /// Plain options: no known digests, no progress, no fault.
+    pub fn new() -> Self {
+        SyncOptions::default()
+    }
+
+    /// Uses `digests` as the digests of the target (see [`SyncOptions::known_target`]).
+    pub fn with_known_target(mut self, digests: &'a Digests) -> Self {
+        self.known_target = Some(digests);
+        self
+    }
+
+    /// Reports progress to `progress`.
+    pub fn with_progress(mut self, progress: ProgressFn<'a>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Injects `fault`.
+    pub fn with_fault(mut self, fault: FaultPlan) -> Self {
+        self.fault = fault;
+        self
+    }
+}
+
+impl std::fmt::Debug for SyncOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("known_target", &self.known_target.map(Digests::file_len))
+            .field("progress", &self.progress.is_some())
+            .field("fault", &self.fault)
+            .finish()
+    }
+}

@@ -1,0 +1,202 @@
+//! Text -> a checked [`FailbackPlan`], or a report of every problem in it.
+//!
+//! The pipeline: refuse what is not plain UTF-8 text of a sane size; parse
+//! the one YAML document with serde-saphyr into spanned nodes; validate the
+//! JSON form against the plan schema; check the semantic rules of the format;
+//! only then deserialize into the typed plan. Every stage collects all its
+//! problems, and every problem is located at the node it concerns. No I/O.
+
+mod input;
+mod rules;
+mod schema_check;
+mod secrets;
+mod suggest;
+pub mod yaml;
+
+use serde_json::Value;
+
+use crate::diagnostics::{Code, Diagnostic, FileReport};
+use crate::plan::{FailbackPlan, KIND};
+
+pub use input::MAX_PLAN_BYTES;
+use yaml::{Node, Pos};
+
+/// The outcome of checking one file.
+#[derive(Debug)]
+pub enum Checked {
+    /// The file is YAML but not a `FailbackPlan`; found while walking a
+    /// directory, it is skipped.
+    NotAPlan,
+    /// A plan file: its report, and the plan when it has no errors.
+    Plan(Box<FileReport>, Option<Box<FailbackPlan>>),
+}
+
+/// How a file came to be checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Named by the user: always a plan, whatever it holds.
+    Named,
+    /// Found while walking a directory: checked only if it is a plan.
+    Discovered,
+}
+
+/// Checks the bytes of one file named `path`.
+pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
+    let report = |source: String, diagnostics: Vec<Diagnostic>| {
+        Box::new(FileReport { path: path.to_owned(), source, diagnostics })
+    };
+    let text = match input::decode(bytes) {
+        Ok(text) => text,
+        Err(diag) => {
+            if origin == Origin::Discovered && !input::mentions_plan_kind_bytes(bytes) {
+                return Checked::NotAPlan;
+            }
+            return Checked::Plan(report(String::new(), vec![*diag]), None);
+        }
+    };
+    if let Some(diag) = input::control_character(text) {
+        if origin == Origin::Discovered && !input::mentions_plan_kind(text) {
+            return Checked::NotAPlan;
+        }
+        return Checked::Plan(report(input::printable(text), vec![*diag]), None);
+    }
+    let root = match parse(text) {
+        Ok(root) => root,
+        Err(diag) => {
+            if origin == Origin::Discovered && !input::mentions_plan_kind(text) {
+                return Checked::NotAPlan;
+            }
+            return Checked::Plan(report(text.to_owned(), vec![*diag]), None);
+        }
+    };
+    let mut complex_keys = Vec::new();
+    let value = root.to_json(&mut String::new(), &mut complex_keys);
+    if origin == Origin::Discovered && value.get("kind").and_then(Value::as_str) != Some(KIND) {
+        return Checked::NotAPlan;
+    }
+
+    let secrets = secrets::find(&value, &root);
+    let source = secrets::redact(text, &secrets);
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    if matches!(root.kind, yaml::NodeKind::Null) {
+        diagnostics.push(
+            Diagnostic::new(Code::EmptyDocument, "the file holds no YAML document")
+                .with_help("start from an example in plans/, or run `failback schema` for the format"),
+        );
+        return Checked::Plan(report(source, diagnostics), None);
+    }
+    for (pointer, pos) in complex_keys {
+        diagnostics.push(locate(
+            Diagnostic::new(Code::ComplexKey, "a mapping or sequence is used as a key")
+                .with_help("plan keys are plain strings such as `name:`; remove the `?` or the brackets")
+                .with_pointer(pointer),
+            pos,
+        ));
+    }
+    let mut from_rules = rules::check(&value);
+    from_rules.extend(secrets.iter().map(|s| s.diagnostic()));
+    let covered: Vec<String> = from_rules.iter().filter_map(|d| d.pointer.clone()).collect();
+    let from_schema = schema_check::check(&value)
+        .into_iter()
+        .filter(|d| {
+            let p = d.pointer.as_deref().unwrap_or("");
+            !covered.iter().any(|c| p == c || secrets.iter().any(|s| p.starts_with(&s.pointer)))
+        });
+    diagnostics.extend(from_schema);
+    diagnostics.extend(from_rules);
+    for diag in &mut diagnostics {
+        if diag.line.is_none()
+            && let Some(pointer) = diag.pointer.clone() {
+                let pos = position_of(&root, &pointer, diag.code);
+                *diag = locate(diag.clone(), pos);
+            }
+    }
+    diagnostics.sort_by(|a, b| {
+        (a.line, a.column, a.code, &a.message).cmp(&(b.line, b.column, b.code, &b.message))
+    });
+    diagnostics.dedup();
+
+    let plan = if diagnostics.iter().any(Diagnostic::is_error) {
+        None
+    } else {
+        match serde_json::from_value::<FailbackPlan>(value) {
+            Ok(plan) => Some(Box::new(plan)),
+            Err(e) => {
+                diagnostics.push(Diagnostic::new(
+                    Code::SchemaViolation,
+                    format!("the plan passed the schema but could not be read: {e}"),
+                ));
+                None
+            }
+        }
+    };
+    Checked::Plan(report(source, diagnostics), plan)
+}
+
+/// Where a diagnostic about `pointer` is shown: the key for unknown and
+/// duplicate keys, the value otherwise, the parent for a missing node.
+fn position_of(root: &Node, pointer: &str, code: Code) -> Pos {
+    match root.lookup(pointer) {
+        Some((_, Some(key))) if code == Code::UnknownKey => key.pos,
+        Some((node, _)) => node.pos,
+        None => root.nearest(pointer).pos,
+    }
+}
+
+fn locate(diag: Diagnostic, pos: Pos) -> Diagnostic {
+    diag.at(pos.line.max(1), pos.column.max(1), pos.offset, pos.len)
+}
+
+/// Parser limits: generous for any real plan (a 10,000-VM plan uses a small
+/// part of them), tight enough that no input can exhaust memory or stack.
+fn parse_options() -> serde_saphyr::Options {
+    let budget = serde_saphyr::budget! {
+        max_depth: 32,
+        flow_nesting_limit: 32,
+        max_documents: 1,
+        max_aliases: 1_000,
+        max_anchors: 1_000,
+        max_nodes: 2_000_000,
+        max_events: 4_000_000,
+        max_total_scalar_bytes: MAX_PLAN_BYTES,
+        max_recorded_anchor_events: 100_000,
+        max_recorded_anchor_bytes: 1 << 20,
+    };
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 100_000;
+    alias_limits.max_replay_stack_depth = 16;
+    serde_saphyr::options! {
+        budget: budget,
+        alias_limits: alias_limits,
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        with_snippet: false,
+    }
+}
+
+/// Stack for the parser thread: a document is at most 32 levels deep, and
+/// the spanned-node visitor is a few frames per level; 16 MiB leaves a wide
+/// margin in debug builds too.
+const PARSE_STACK: usize = 16 << 20;
+
+fn parse(text: &str) -> Result<Node, Box<Diagnostic>> {
+    let result = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("yaml-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || serde_saphyr::from_str_with_options::<Node>(text, parse_options()))
+            .map(|handle| handle.join())
+    });
+    match result {
+        Ok(Ok(Ok(node))) => Ok(node),
+        Ok(Ok(Err(err))) => Err(Box::new(input::yaml_error(text, &err))),
+        Ok(Err(_)) | Err(_) => Err(Box::new(Diagnostic::new(
+            Code::YamlSyntax,
+            "the YAML parser failed on this file",
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+//! The semantic rules of the plan format, beyond what the schema can say
+//! (plan-format.md, "Rules the validator enforces"). They read the JSON form
+//! leniently: a part with the wrong shape is the schema's to report, and is
+//! skipped here, so that both kinds of problems are reported in one run.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::suggest::{did_you_mean, list, place, quote, shorten};
+use crate::diagnostics::{Code, Diagnostic};
+
+/// Every rule violation in the document.
+pub fn check(root: &Value) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let hosts = hosts(root, &mut out);
+    groups_and_vms(root, &hosts, &mut out);
+    encryption(root, &mut out);
+    out
+}
+
+fn items(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
+    v.and_then(Value::as_array).into_iter().flatten().enumerate()
+}
+
+fn name_of(v: &Value) -> Option<&str> {
+    v.get("name").and_then(Value::as_str)
+}
+
+/// Reports the second and later uses of a name.
+struct Unique<'a> {
+    first: HashMap<&'a str, String>,
+}
+
+impl<'a> Unique<'a> {
+    fn new() -> Self {
+        Unique { first: HashMap::new() }
+    }
+
+    /// The pointer of the first use when `name` was seen before.
+    fn seen(&mut self, name: &'a str, pointer: String) -> Option<String> {
+        match self.first.get(name) {
+            Some(p) => Some(p.clone()),
+            None => {
+                self.first.insert(name, pointer);
+                None
+            }
+        }
+    }
+}
+
+/// host name -> its vSwitches; checks both are unique.
+fn hosts<'a>(root: &'a Value, out: &mut Vec<Diagnostic>) -> HashMap<&'a str, Vec<&'a str>> {
+    let mut map = HashMap::new();
+    let mut unique = Unique::new();
+    for (i, host) in items(root.pointer("/spec/primary/hosts")) {
+        let Some(name) = name_of(host) else { continue };
+        let pointer = format!("/spec/primary/hosts/{i}/name");
+        if let Some(first) = unique.seen(name, pointer.clone()) {
+            out.push(
+                Diagnostic::new(Code::DuplicateHost, format!("host '{}' is declared more than once", shorten(name)))
+                    .with_help(format!("host names are unique: rename it, or merge its vSwitches into the first declaration ({})", place(&first, root)))
+                    .with_pointer(pointer),
+            );
+            continue;
+        }
+        let mut switches = Vec::new();
+        let mut seen = Unique::new();
+        for (j, sw) in items(host.get("vswitches")) {
+            let Some(sw) = sw.as_str() else { continue };
+            let p = format!("/spec/primary/hosts/{i}/vswitches/{j}");
+            if seen.seen(sw, p.clone()).is_some() {
+                out.push(
+                    Diagnostic::new(Code::DuplicateVSwitch, format!("vSwitch '{}' is listed twice on host '{}'", shorten(sw), shorten(name)))
+                        .with_help("remove the repeated entry")
+                        .with_pointer(p),
+                );
+            } else {
+                switches.push(sw);
+            }
+        }
+        map.insert(name, switches);
+    }
+    map
+}
+
+fn groups_and_vms(root: &Value, hosts: &HashMap<&str, Vec<&str>>, out: &mut Vec<Diagnostic>) {
+    let mut groups = Unique::new();
+    let mut vms = Unique::new();
+    let defaults = root.pointer("/spec/defaults");
+    let default = |key: &str| defaults.and_then(|d| d.get(key)).and_then(Value::as_str);
+    let mut host_names: Vec<&str> = hosts.keys().copied().collect();
+    host_names.sort_unstable();
+    for (g, group) in items(root.pointer("/spec/groups")) {
+        if let Some(name) = name_of(group) {
+            let pointer = format!("/spec/groups/{g}/name");
+            if let Some(first) = groups.seen(name, pointer.clone()) {
+                out.push(
+                    Diagnostic::new(Code::DuplicateGroup, format!("group '{}' is declared more than once", shorten(name)))
+                        .with_help(format!("group names are unique: rename it, or move its VMs into the first group ({})", place(&first, root)))
+                        .with_pointer(pointer),
+                );
+            }
+        }
+        for (v, vm) in items(group.get("vms")) {
+            let base = format!("/spec/groups/{g}/vms/{v}");
+            let vm_name = name_of(vm);
+            if let Some(name) = vm_name {
+                let pointer = format!("{base}/name");
+                if let Some(first) = vms.seen(name, pointer.clone()) {
+                    out.push(
+                        Diagnostic::new(Code::DuplicateVm, format!("VM '{}' is declared more than once", shorten(name)))
+                            .with_help(format!("a VM fails back once: remove this entry or the first one ({})", place(&first, root)))
+                            .with_pointer(pointer),
+                    );
+                }
+            }
+            let label = vm_name.map_or_else(|| place(&base, root), |n| format!("VM '{}'", shorten(n)));
+            let host = vm.get("host").and_then(Value::as_str);
+            let switches = host.and_then(|h| hosts.get(h));
+            if let (Some(h), None) = (host, switches) {
+                let help = format!(
+                    "{}declare it under spec.primary.hosts, or use one of: {}",
+                    did_you_mean(h, host_names.iter().copied()),
+                    list(&host_names, 10)
+                );
+                out.push(
+                    Diagnostic::new(Code::UnknownHost, format!("{label} names host '{}', which is not declared", shorten(h)))
+                        .with_help(help)
+                        .with_pointer(format!("{base}/host")),
+                );
+            }
+            networks(vm, &base, host, switches, &label, out);
+            vm_settings(vm, &base, &label, &default, out);
+        }
+    }
+}
+
+fn networks(vm: &Value, base: &str, host: Option<&str>, switches: Option<&Vec<&str>>, label: &str, out: &mut Vec<Diagnostic>) {
+    let mut adapters = Unique::new();
+    for (n, net) in items(vm.get("networks")) {
+        if let Some(adapter) = net.get("adapter").and_then(Value::as_str) {
+            let p = format!("{base}/networks/{n}/adapter");
+            if adapters.seen(adapter, p.clone()).is_some() {
+                out.push(
+                    Diagnostic::new(Code::DuplicateAdapter, format!("{label} lists adapter '{}' twice", shorten(adapter)))
+                        .with_help("give each network adapter its own label, or remove the repeated entry")
+                        .with_pointer(p),
+                );
+            }
+        }
+        let (Some(sw), Some(host), Some(switches)) = (net.get("vswitch").and_then(Value::as_str), host, switches) else {
+            continue;
+        };
+        if !switches.contains(&sw) {
+            out.push(
+                Diagnostic::new(Code::UnknownVSwitch, format!("vSwitch '{}' is not declared on host '{}'", shorten(sw), shorten(host)))
+                    .with_help(format!(
+                        "{}declare it under spec.primary.hosts[{}].vswitches, or use one of: {}",
+                        did_you_mean(sw, switches.iter().copied()),
+                        shorten(host),
+                        list(switches, 10)
+                    ))
+                    .with_pointer(format!("{base}/networks/{n}/vswitch")),
+            );
+        }
+    }
+}
+
+fn vm_settings<'a>(vm: &'a Value, base: &str, label: &str, default: &dyn Fn(&str) -> Option<&'a str>, out: &mut Vec<Diagnostic>)
+where
+{
+    let own = |key: &str| vm.get(key).and_then(Value::as_str);
+    let sync = own("sync").or_else(|| default("sync")).unwrap_or("delta");
+    if sync == "full" && own("completion").is_some() {
+        out.push(
+            Diagnostic::new(Code::CompletionIgnored, format!("{label} sets `completion`, which has no effect with `sync: full`"))
+                .with_help("a full sync has no phase to pause after; remove `completion`, or use `sync: delta`")
+                .with_pointer(format!("{base}/completion")),
+        );
+    }
+    let commit = own("commit").or_else(|| default("commit")).unwrap_or("manual");
+    if commit == "auto" && vm.get("verify").is_none() {
+        let pointer = if own("commit").is_some() { format!("{base}/commit") } else { format!("{base}/name") };
+        out.push(
+            Diagnostic::new(
+                Code::AutoCommitWithoutVerify,
+                format!("{label} commits automatically without a `verify` check; commit deletes the recovery copy"),
+            )
+            .with_help("add `verify: { command: [...], timeout: 5m }` to check the VM before commit, or use `commit: manual`")
+            .with_pointer(pointer),
+        );
+    }
+    if let Some(timeout) = vm.pointer("/verify/timeout").and_then(Value::as_str) {
+        let pointer = format!("{base}/verify/timeout");
+        match humantime::parse_duration(timeout) {
+            Ok(d) if d.is_zero() => out.push(
+                Diagnostic::new(Code::InvalidDuration, format!("{label} has a verify timeout of zero"))
+                    .with_help("give the check time to run, for example `timeout: 5m`")
+                    .with_pointer(pointer),
+            ),
+            Ok(_) => {}
+            Err(e) => out.push(
+                Diagnostic::new(Code::InvalidDuration, format!("{} is not a duration: {e}", quote(&Value::String(timeout.to_owned()))))
+                    .with_help("write a duration such as `90s`, `5m` or `1h 30m` (units: s, m, h, d)")
+                    .with_pointer(pointer),
+            ),
+        }
+    }
+}
+
+fn encryption(root: &Value, out: &mut Vec<Diagnostic>) {
+    if root.pointer("/spec/encryption").is_some() {
+        out.push(
+            Diagnostic::new(Code::EncryptionRetired, "`spec.encryption` has no effect: Azure retired the data-encryption certificate in April 2022")
+                .with_help("remove `spec.encryption`; the setting is accepted only so that older plans still load")
+                .with_pointer("/spec/encryption"),
+        );
+    }
+}

@@ -1,0 +1,62 @@
+use super::*;
+
+pub(crate) const MINIMAL: &str = "\
+apiVersion: failback/v1
+kind: FailbackPlan
+metadata:
+  name: quick
+spec:
+  primary:
+    site: dc1
+    hosts:
+      - name: hv-01
+        vswitches: [Production]
+  recovery:
+    site: azure
+  groups:
+    - name: app
+      vms:
+        - name: app-01
+          host: hv-01
+          networks: [{ vswitch: Production }]
+";
+
+fn diags(src: &str) -> Vec<Diagnostic> {
+    match check("t.yaml", src.as_bytes(), Origin::Named) {
+        Checked::Plan(r, _) => r.diagnostics,
+        Checked::NotAPlan => panic!("not a plan"),
+    }
+}
+
+#[test]
+fn minimal_plan_is_valid() {
+    match check("t.yaml", MINIMAL.as_bytes(), Origin::Named) {
+        Checked::Plan(r, Some(plan)) => {
+            assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
+            assert_eq!(plan.metadata.name.as_str(), "quick");
+            assert_eq!(plan.spec.parallelism, 4);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn yaml11_boolean_is_a_type_error_at_its_node() {
+    let src = MINIMAL.replace("          host: hv-01\n", "          host: hv-01\n          reverseReplicate: no\n");
+    let d = diags(&src);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].code, Code::WrongType);
+    assert_eq!((d[0].line, d[0].column), (Some(18), Some(29)));
+    assert!(d[0].help.as_deref().unwrap_or("").contains("true or false"));
+}
+
+#[test]
+fn all_problems_reported_in_one_run() {
+    let src = MINIMAL
+        .replace("vswitch: Production", "vswitch: Prod")
+        .replace("    site: azure\n", "    site: azure\n    sitee: x\n")
+        .replace("name: quick", "name: Quick_Plan");
+    let d = diags(&src);
+    let codes: Vec<&str> = d.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(codes, ["FB0305", "FB0301", "FB0203"], "{d:#?}");
+}
