@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod diagnostics;
+pub mod engine;
 pub mod plan;
+pub mod provider;
 pub mod sync;
 pub mod validate;

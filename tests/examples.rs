@@ -17,12 +17,24 @@ fn example_plans_are_valid() {
             "{} lacks the schema modeline",
             path.display()
         );
-        match failback::validate::check(&path.display().to_string(), text.as_bytes(), failback::validate::Origin::Named) {
+        match failback::validate::check(
+            &path.display().to_string(),
+            text.as_bytes(),
+            failback::validate::Origin::Named,
+        ) {
             failback::validate::Checked::Plan(report, Some(_)) => {
-                assert!(report.diagnostics.is_empty(), "{}: {:#?}", path.display(), report.diagnostics)
+                assert!(
+                    report.diagnostics.is_empty(),
+                    "{}: {:#?}",
+                    path.display(),
+                    report.diagnostics
+                )
             }
             other => panic!("{}: {other:?}", path.display()),
         }
     }
-    assert!(count >= 3, "expected at least three example plans, found {count}");
+    assert!(
+        count >= 3,
+        "expected at least three example plans, found {count}"
+    );
 }

@@ -2,8 +2,11 @@
 
 #[test]
 fn committed_schema_matches_the_types() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/failback-plan.v1.json"))
-        .expect("schemas/failback-plan.v1.json is committed");
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/failback-plan.v1.json"
+    ))
+    .expect("schemas/failback-plan.v1.json is committed");
     let generated = failback::plan::plan_schema_json();
     assert!(
         committed == generated,
@@ -13,9 +16,16 @@ fn committed_schema_matches_the_types() {
 
 #[test]
 fn schema_command_prints_the_schema() {
-    let out = assert_cmd::Command::cargo_bin("failback").unwrap().arg("schema").output().unwrap();
+    let out = assert_cmd::Command::cargo_bin("failback")
+        .unwrap()
+        .arg("schema")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), failback::plan::plan_schema_json());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        failback::plan::plan_schema_json()
+    );
 }
 
 #[test]
@@ -23,7 +33,10 @@ fn every_property_has_a_title_and_a_description() {
     let schema = failback::plan::plan_schema();
     let mut missing = Vec::new();
     walk(&schema, "#", &mut missing);
-    assert!(missing.is_empty(), "properties without title/description: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "properties without title/description: {missing:?}"
+    );
 }
 
 fn walk(node: &serde_json::Value, at: &str, missing: &mut Vec<String>) {

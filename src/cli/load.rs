@@ -14,13 +14,13 @@ use super::{Exit, GlobalArgs, output};
 pub fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
-    file.take(MAX_PLAN_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    file.take(MAX_PLAN_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
 /// Loads and checks the plan a command operates on. Problems are printed
 /// to stderr; warnings are printed and the plan is returned.
-#[allow(dead_code, reason = "used by plan and apply")]
 pub fn load_plan(global: &GlobalArgs, path: &Path) -> Result<FailbackPlan, Exit> {
     let shown = path.display().to_string();
     let bytes = match read_capped(path) {
@@ -33,13 +33,20 @@ pub fn load_plan(global: &GlobalArgs, path: &Path) -> Result<FailbackPlan, Exit>
     match validate::check(&shown, &bytes, Origin::Named) {
         Checked::Plan(report, plan) => {
             if !report.diagnostics.is_empty() {
-                let style = HumanStyle { color: global.stderr_color(), unicode: true, width: 100 };
+                let style = HumanStyle {
+                    color: global.stderr_color(),
+                    unicode: true,
+                    width: 100,
+                };
                 output::err(&render::human(&report, style));
             }
             match plan {
                 Some(plan) => Ok(*plan),
                 None => {
-                    output::err_line(&format!("error: {}; run `failback validate {shown}` for details", render::summary_line(&report, false)));
+                    output::err_line(&format!(
+                        "error: {}; run `failback validate {shown}` for details",
+                        render::summary_line(&report, false)
+                    ));
                     Err(Exit::Invalid)
                 }
             }

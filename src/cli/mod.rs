@@ -1,11 +1,18 @@
 //! The command line: arguments (clap), one module per subcommand, output,
 //! exit codes. All user-facing I/O of the binary lives here.
 
+mod apply;
+mod approve;
 pub mod exit;
-pub mod output;
+mod lab;
 mod load;
+pub mod output;
+mod plan;
 mod schema;
+mod state;
+mod status;
 mod validate;
+mod world;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -31,10 +38,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "FAILBACK_PROVIDER", value_enum, default_value_t = ProviderKind::Lab)]
     pub provider: ProviderKind,
     /// The lab world (lab provider).
-    #[arg(long, global = true, env = "FAILBACK_LAB", default_value = ".failback/lab")]
+    #[arg(
+        long,
+        global = true,
+        env = "FAILBACK_LAB",
+        default_value = ".failback/lab"
+    )]
     pub lab: PathBuf,
     /// Locks, approvals and run journals.
-    #[arg(long, global = true, env = "FAILBACK_STATE_DIR", default_value = ".failback/state")]
+    #[arg(
+        long,
+        global = true,
+        env = "FAILBACK_STATE_DIR",
+        default_value = ".failback/state"
+    )]
     pub state_dir: PathBuf,
     /// Output form: `json` is one JSON document, or one object per line for
     /// event streams; `github` (validate only) prints workflow annotations.
@@ -88,7 +105,9 @@ impl GlobalArgs {
         match self.color {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            Color::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         }
     }
 }
@@ -99,6 +118,16 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the plan JSON Schema.
     Schema,
+    /// Show the steps `apply` would take, per group and VM. Changes nothing.
+    Plan(plan::PlanArgs),
+    /// Converge: take the steps, group by group, stopping at gates.
+    Apply(apply::ApplyArgs),
+    /// Record approval of a gate; the next `apply` goes on.
+    Approve(approve::ApproveArgs),
+    /// Per VM: site, lifecycle state, last step, waiting gate, downtime.
+    Status(status::StatusArgs),
+    /// The lab: both sites of a failback on this machine, with real disks.
+    Lab(lab::LabArgs),
 }
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` overrides `-v`/`-q`.
@@ -134,5 +163,10 @@ pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Validate(args) => validate::run(&cli.global, &args),
         Command::Schema => schema::run(),
+        Command::Plan(args) => plan::run(&cli.global, &args),
+        Command::Apply(args) => apply::run(&cli.global, &args),
+        Command::Approve(args) => approve::run(&cli.global, &args),
+        Command::Status(args) => status::run(&cli.global, &args),
+        Command::Lab(args) => lab::run(&cli.global, &args),
     }
 }

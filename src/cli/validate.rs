@@ -50,18 +50,33 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> Exit {
         match outcome {
             Outcome::Report(r) => reports.push(*r),
             Outcome::Skipped(p) => skipped.push(p.display().to_string()),
-            Outcome::Unreadable(p, e) => problems.push(format!("cannot read '{}': {e}", p.display())),
+            Outcome::Unreadable(p, e) => {
+                problems.push(format!("cannot read '{}': {e}", p.display()))
+            }
         }
     }
     if reports.is_empty() && problems.is_empty() {
-        let shown: Vec<String> = args.paths.iter().map(|p| format!("'{}'", p.display())).collect();
-        problems.push(format!("no FailbackPlan files found in {}", shown.join(", ")));
+        let shown: Vec<String> = args
+            .paths
+            .iter()
+            .map(|p| format!("'{}'", p.display()))
+            .collect();
+        problems.push(format!(
+            "no FailbackPlan files found in {}",
+            shown.join(", ")
+        ));
     }
-    let invalid = reports.iter().filter(|r| !r.is_valid(args.deny_warnings)).count();
+    let invalid = reports
+        .iter()
+        .filter(|r| !r.is_valid(args.deny_warnings))
+        .count();
 
     match global.format {
         Format::Json => {
-            let files: Vec<_> = reports.iter().map(|r| render::json_file(r, args.deny_warnings)).collect();
+            let files: Vec<_> = reports
+                .iter()
+                .map(|r| render::json_file(r, args.deny_warnings))
+                .collect();
             output::out_json(&json!({
                 "version": 1,
                 "files": files,
@@ -76,7 +91,11 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> Exit {
             }
         }
         Format::Human => {
-            let style = HumanStyle { color: global.stderr_color(), unicode: true, width: 100 };
+            let style = HumanStyle {
+                color: global.stderr_color(),
+                unicode: true,
+                width: 100,
+            };
             for r in &reports {
                 if !r.diagnostics.is_empty() {
                     output::err(&render::human(r, style));
@@ -116,7 +135,10 @@ fn collect(path: &Path, out: &mut Vec<Candidate>, problems: &mut Vec<String>) {
         }
     };
     if !meta.is_dir() {
-        out.push(Candidate { path: path.to_owned(), origin: Origin::Named });
+        out.push(Candidate {
+            path: path.to_owned(),
+            origin: Origin::Named,
+        });
         return;
     }
     let walker = walkdir::WalkDir::new(path)
@@ -127,16 +149,25 @@ fn collect(path: &Path, out: &mut Vec<Candidate>, problems: &mut Vec<String>) {
     for entry in walker {
         match entry {
             Ok(e) if e.file_type().is_file() && is_yaml(e.path()) => {
-                out.push(Candidate { path: e.into_path(), origin: Origin::Discovered });
+                out.push(Candidate {
+                    path: e.into_path(),
+                    origin: Origin::Discovered,
+                });
             }
             Ok(_) => {}
-            Err(e) => problems.push(format!("cannot read '{}': {e}", e.path().unwrap_or(path).display())),
+            Err(e) => problems.push(format!(
+                "cannot read '{}': {e}",
+                e.path().unwrap_or(path).display()
+            )),
         }
     }
 }
 
 fn is_yaml(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 fn check_one(c: &Candidate) -> Outcome {

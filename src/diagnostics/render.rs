@@ -18,7 +18,11 @@ pub struct HumanStyle {
 impl HumanStyle {
     /// The stable form used in snapshots: no colour, unicode, 100 columns.
     pub fn plain() -> Self {
-        HumanStyle { color: false, unicode: true, width: 100 }
+        HumanStyle {
+            color: false,
+            unicode: true,
+            width: 100,
+        }
     }
 }
 
@@ -50,11 +54,16 @@ impl miette::Diagnostic for MietteView<'_> {
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
-        self.diag.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+        self.diag
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.diag.span.map(|_| &self.source as &dyn miette::SourceCode)
+        self.diag
+            .span
+            .map(|_| &self.source as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
@@ -63,10 +72,9 @@ impl miette::Diagnostic for MietteView<'_> {
             (Some(p), _) if !p.is_empty() => p.clone(),
             _ => "here".to_owned(),
         };
-        Some(Box::new(std::iter::once(LabeledSpan::new_primary_with_span(
-            Some(label),
-            (offset, len),
-        ))))
+        Some(Box::new(std::iter::once(
+            LabeledSpan::new_primary_with_span(Some(label), (offset, len)),
+        )))
     }
 }
 
@@ -91,7 +99,12 @@ pub fn human(report: &FileReport, style: HumanStyle) -> String {
         };
         let mut block = String::new();
         if handler.render_report(&mut block, &view).is_err() {
-            block = format!("{}[{}]: {}\n", diag.severity.as_str(), diag.code.as_str(), diag.message);
+            block = format!(
+                "{}[{}]: {}\n",
+                diag.severity.as_str(),
+                diag.code.as_str(),
+                diag.message
+            );
         }
         out.push_str(&block);
         out.push('\n');
@@ -101,11 +114,22 @@ pub fn human(report: &FileReport, style: HumanStyle) -> String {
 
 /// The summary line of one file.
 pub fn summary_line(report: &FileReport, deny_warnings: bool) -> String {
-    let verdict = if report.is_valid(deny_warnings) { "valid" } else { "invalid" };
+    let verdict = if report.is_valid(deny_warnings) {
+        "valid"
+    } else {
+        "invalid"
+    };
     let mut line = format!("{}: {verdict}", report.path);
     let (e, w) = (report.errors(), report.warnings());
     if e + w > 0 {
-        let _ = write!(line, " ({} error{}, {} warning{})", e, plural(e), w, plural(w));
+        let _ = write!(
+            line,
+            " ({} error{}, {} warning{})",
+            e,
+            plural(e),
+            w,
+            plural(w)
+        );
     }
     line
 }
@@ -156,7 +180,9 @@ pub fn github(report: &FileReport) -> String {
 }
 
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn escape_property(s: &str) -> String {

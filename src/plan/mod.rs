@@ -14,7 +14,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use names::{EnvVarName, GroupName, HostName, PlanName, SecretPath, SiteName, VSwitchName, VmName};
+pub use names::{
+    EnvVarName, GroupName, HostName, PlanName, SecretPath, SiteName, VSwitchName, VmName,
+};
 pub use schema::{SCHEMA_ID, plan_schema, plan_schema_json};
 
 /// The `apiVersion` this build reads.
@@ -144,7 +146,9 @@ pub struct RecoverySite {
     /// Resource ID of the Recovery Services vault. Needed only by the Azure
     /// provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.RecoveryServices/vaults/[^/]+$"))]
+    #[schemars(regex(
+        pattern = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.RecoveryServices/vaults/[^/]+$"
+    ))]
     pub vault: Option<String>,
 }
 
@@ -304,7 +308,10 @@ pub struct Verify {
     /// How long the check may take, as a duration such as `30s`, `5m` or `1h 30m`
     /// (default `5m`).
     #[serde(default = "default_verify_timeout", with = "humantime_serde_compat")]
-    #[schemars(with = "String", regex(pattern = r"^\s*[0-9]+\s*[a-zA-Zµ]+(\s*[0-9]+\s*[a-zA-Zµ]+)*\s*$"))]
+    #[schemars(
+        with = "String",
+        regex(pattern = r"^\s*[0-9]+\s*[a-zA-Zµ]+(\s*[0-9]+\s*[a-zA-Zµ]+)*\s*$")
+    )]
     pub timeout: Duration,
 }
 
@@ -361,7 +368,10 @@ impl FailbackPlan {
             completion: vm.completion.or(d.completion).unwrap_or_default(),
             commit: vm.commit.or(d.commit).unwrap_or_default(),
             reverse_replicate: vm.reverse_replicate.or(d.reverse_replicate).unwrap_or(true),
-            create_if_missing: vm.create_if_missing.or(d.create_if_missing).unwrap_or(false),
+            create_if_missing: vm
+                .create_if_missing
+                .or(d.create_if_missing)
+                .unwrap_or(false),
         }
     }
 }

@@ -74,16 +74,20 @@ struct EditorFriendly;
 impl Transform for EditorFriendly {
     fn transform(&mut self, schema: &mut Schema) {
         if let Some(obj) = schema.as_object_mut() {
-            let consts = obj.get("oneOf").and_then(Value::as_array).and_then(|branches| {
-                branches
-                    .iter()
-                    .map(|b| {
-                        let value = b.get("const")?.as_str()?.to_owned();
-                        let description = b.get("description").and_then(Value::as_str).map(one_line);
-                        Some((value, description.unwrap_or_default()))
-                    })
-                    .collect::<Option<Vec<_>>>()
-            });
+            let consts = obj
+                .get("oneOf")
+                .and_then(Value::as_array)
+                .and_then(|branches| {
+                    branches
+                        .iter()
+                        .map(|b| {
+                            let value = b.get("const")?.as_str()?.to_owned();
+                            let description =
+                                b.get("description").and_then(Value::as_str).map(one_line);
+                            Some((value, description.unwrap_or_default()))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                });
             if let Some(consts) = consts {
                 obj.remove("oneOf");
                 obj.insert("type".into(), "string".into());
@@ -94,7 +98,11 @@ impl Transform for EditorFriendly {
             if let Some(Value::String(d)) = obj.get_mut("description") {
                 *d = one_line(d);
             }
-            if obj.get("format").and_then(Value::as_str).is_some_and(|f| f.starts_with("uint") || f.starts_with("int")) {
+            if obj
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.starts_with("uint") || f.starts_with("int"))
+            {
                 obj.remove("format");
             }
             if let Some(Value::Object(props)) = obj.get_mut("properties") {

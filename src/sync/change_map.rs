@@ -45,7 +45,11 @@ impl ChangeMap {
 
     /// Marks every block in `blocks` dirty.
     pub fn mark_range(&mut self, blocks: Range<u64>) {
-        let Some(last) = blocks.end.checked_sub(1).filter(|&last| last >= blocks.start) else {
+        let Some(last) = blocks
+            .end
+            .checked_sub(1)
+            .filter(|&last| last >= blocks.start)
+        else {
             return;
         };
         self.mark(last);
@@ -53,7 +57,11 @@ impl ChangeMap {
         while block < blocks.end {
             let bit = block % 64;
             let n = (64 - bit).min(blocks.end - block);
-            let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << bit };
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << bit
+            };
             self.words[(block / 64) as usize] |= mask;
             block += n;
         }
@@ -71,7 +79,9 @@ impl ChangeMap {
 
     /// Whether block `block` is dirty.
     pub fn contains(&self, block: u64) -> bool {
-        let word = usize::try_from(block / 64).ok().and_then(|w| self.words.get(w));
+        let word = usize::try_from(block / 64)
+            .ok()
+            .and_then(|w| self.words.get(w));
         word.is_some_and(|word| word >> (block % 64) & 1 == 1)
     }
 
@@ -123,7 +133,10 @@ impl ChangeMap {
         let mut input = Decoder::new(bytes, MAGIC, VERSION)?;
         let block_size = input.u32()?;
         if block_size != BLOCK as u32 {
-            return Err(DecodeError::BlockSize { found: block_size, expected: BLOCK as u32 });
+            return Err(DecodeError::BlockSize {
+                found: block_size,
+                expected: BLOCK as u32,
+            });
         }
         let count = input.u64()?;
         let body = input.rest(count.saturating_mul(8))?;
@@ -153,8 +166,10 @@ impl ChangeMap {
     /// an empty map, see the [module docs](super)), unreadable, or not a
     /// valid change map.
     pub fn load(path: &Path) -> Result<Self, SyncError> {
-        let bytes =
-            std::fs::read(path).map_err(|source| SyncError::Open { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| SyncError::Open {
+            path: path.into(),
+            source,
+        })?;
         ChangeMap::from_bytes(&bytes).map_err(|source| SyncError::Corrupt {
             path: path.into(),
             what: "change map",
@@ -163,7 +178,11 @@ impl ChangeMap {
     }
 
     fn trimmed(&self) -> &[u64] {
-        let used = self.words.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
+        let used = self
+            .words
+            .iter()
+            .rposition(|&w| w != 0)
+            .map_or(0, |i| i + 1);
         &self.words[..used]
     }
 }

@@ -85,7 +85,11 @@ pub fn delta_sync(
         set_len(&dst, target, src_len)?;
     }
 
-    let run = Run { path: target, progress: options.progress, fault: options.fault };
+    let run = Run {
+        path: target,
+        progress: options.progress,
+        fault: options.fault,
+    };
     let chunks = run_extents(&whole_file(src_len), &run, |extent, buf| {
         read_exact_at(&src, source, buf, extent.offset)?;
         let digests = hash_blocks(buf);
@@ -106,7 +110,10 @@ pub fn delta_sync(
         blocks.extend(digests);
         stats.add(written);
     }
-    Ok(DeltaOutcome { stats, source_digests: Digests::from_parts(src_len, blocks) })
+    Ok(DeltaOutcome {
+        stats,
+        source_digests: Digests::from_parts(src_len, blocks),
+    })
 }
 
 /// What each block of the target will hold once it is resized to `new_len`,
@@ -161,7 +168,11 @@ pub fn copy_blocks(
     let count = blocks_for(src_len);
     let extents = block_runs(changes.iter().take_while(|&b| b < count), src_len);
 
-    let run = Run { path: target, progress: options.progress, fault: options.fault };
+    let run = Run {
+        path: target,
+        progress: options.progress,
+        fault: options.fault,
+    };
     let chunks = run_extents(&extents, &run, |extent, buf| {
         read_exact_at(&src, source, buf, extent.offset)?;
         write_selected(&dst, target, extent, buf, |_| true)
@@ -209,15 +220,22 @@ pub fn full_sync(
     set_len(&dst, target, 0)?;
     set_len(&dst, target, src_len)?;
 
-    let run = Run { path: target, progress: options.progress, fault: options.fault };
+    let run = Run {
+        path: target,
+        progress: options.progress,
+        fault: options.fault,
+    };
     let chunks = run_extents(&whole_file(src_len), &run, |extent, buf| {
         read_exact_at(&src, source, buf, extent.offset)?;
         write_selected(&dst, target, extent, buf, |i| !is_zero(block_at(buf, i)))
     })?;
     finish(&dst, target, created)?;
 
-    let mut stats =
-        SyncStats { blocks_total: blocks_for(src_len), bytes_read: src_len, ..SyncStats::default() };
+    let mut stats = SyncStats {
+        blocks_total: blocks_for(src_len),
+        bytes_read: src_len,
+        ..SyncStats::default()
+    };
     chunks.into_iter().for_each(|written| stats.add(written));
     Ok(stats)
 }

@@ -32,7 +32,10 @@ const ALGORITHM_NAME: &str = "BLAKE3-128";
 /// as its bytes).
 pub fn block_digest(bytes: &[u8]) -> BlockDigest {
     let mut digest = [0u8; 16];
-    blake3::Hasher::new().update(bytes).finalize_xof().fill(&mut digest);
+    blake3::Hasher::new()
+        .update(bytes)
+        .finalize_xof()
+        .fill(&mut digest);
     digest
 }
 
@@ -47,7 +50,11 @@ pub(crate) fn is_zero(block: &[u8]) -> bool {
 /// The digest of `len` (at most [`BLOCK`]) zero bytes: a hole.
 pub(crate) fn zero_digest(len: usize) -> BlockDigest {
     static FULL: LazyLock<BlockDigest> = LazyLock::new(|| block_digest(&ZERO_BLOCK));
-    if len == BLOCK { *FULL } else { block_digest(&ZERO_BLOCK[..len.min(BLOCK)]) }
+    if len == BLOCK {
+        *FULL
+    } else {
+        block_digest(&ZERO_BLOCK[..len.min(BLOCK)])
+    }
 }
 
 /// Number of blocks of a file of `len` bytes.
@@ -57,7 +64,8 @@ pub(crate) fn blocks_for(len: u64) -> u64 {
 
 /// Length of block `block` of a file of `len` bytes (0 past the end).
 pub(crate) fn block_len(len: u64, block: u64) -> usize {
-    len.saturating_sub(block.saturating_mul(BLOCK as u64)).min(BLOCK as u64) as usize
+    len.saturating_sub(block.saturating_mul(BLOCK as u64))
+        .min(BLOCK as u64) as usize
 }
 
 /// Digests of the blocks of a buffer read at a block boundary.
@@ -153,16 +161,25 @@ impl Digests {
         let mut input = Decoder::new(bytes, DIGESTS_MAGIC, DIGESTS_VERSION)?;
         let block_size = input.u32()?;
         if block_size != BLOCK as u32 {
-            return Err(DecodeError::BlockSize { found: block_size, expected: BLOCK as u32 });
+            return Err(DecodeError::BlockSize {
+                found: block_size,
+                expected: BLOCK as u32,
+            });
         }
         let algorithm = input.u32()?;
         if algorithm != ALGORITHM_ID {
-            return Err(DecodeError::Algorithm { found: algorithm, expected: ALGORITHM_ID });
+            return Err(DecodeError::Algorithm {
+                found: algorithm,
+                expected: ALGORITHM_ID,
+            });
         }
         let file_len = input.u64()?;
         let count = input.u64()?;
         if count != blocks_for(file_len) {
-            return Err(DecodeError::Length { announced: blocks_for(file_len), found: count });
+            return Err(DecodeError::Length {
+                announced: blocks_for(file_len),
+                found: count,
+            });
         }
         let body = input.rest(count.saturating_mul(16))?;
         let blocks = body
@@ -186,8 +203,10 @@ impl Digests {
     ///
     /// Errors: the file cannot be read, or is not a valid digests file.
     pub fn load(path: &Path) -> Result<Self, SyncError> {
-        let bytes =
-            std::fs::read(path).map_err(|source| SyncError::Open { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| SyncError::Open {
+            path: path.into(),
+            source,
+        })?;
         Digests::from_bytes(&bytes).map_err(|source| SyncError::Corrupt {
             path: path.into(),
             what: "block digests",

@@ -17,33 +17,63 @@ pub enum SyncError {
     NotAFile { path: PathBuf },
 
     #[error("{} and {} are the same file", source_path.display(), target_path.display())]
-    #[diagnostic(help("a sync needs two distinct files; syncing a file onto itself could erase it"))]
-    SameFile { source_path: PathBuf, target_path: PathBuf },
+    #[diagnostic(help(
+        "a sync needs two distinct files; syncing a file onto itself could erase it"
+    ))]
+    SameFile {
+        source_path: PathBuf,
+        target_path: PathBuf,
+    },
 
     #[error("reading {} at offset {offset}: {source}", path.display())]
-    Read { path: PathBuf, offset: u64, source: io::Error },
+    Read {
+        path: PathBuf,
+        offset: u64,
+        source: io::Error,
+    },
 
     #[error(
         "reading {} at offset {offset}: the file ended after {got} of {wanted} bytes",
         path.display()
     )]
     #[diagnostic(help("the file shrank while it was read; run the sync again"))]
-    ShortRead { path: PathBuf, offset: u64, wanted: usize, got: usize },
+    ShortRead {
+        path: PathBuf,
+        offset: u64,
+        wanted: usize,
+        got: usize,
+    },
 
     #[error("writing {} at offset {offset}: {source}", path.display())]
-    Write { path: PathBuf, offset: u64, source: io::Error },
+    Write {
+        path: PathBuf,
+        offset: u64,
+        source: io::Error,
+    },
 
     #[error("resizing {} to {len} bytes: {source}", path.display())]
-    Resize { path: PathBuf, len: u64, source: io::Error },
+    Resize {
+        path: PathBuf,
+        len: u64,
+        source: io::Error,
+    },
 
     #[error("flushing {} to stable storage: {source}", path.display())]
     Flush { path: PathBuf, source: io::Error },
 
     #[error("saving {}: {step}: {source}", path.display())]
-    Save { path: PathBuf, step: String, source: io::Error },
+    Save {
+        path: PathBuf,
+        step: String,
+        source: io::Error,
+    },
 
     #[error("{} is not a valid {what} file: {source}", path.display())]
-    Corrupt { path: PathBuf, what: &'static str, source: DecodeError },
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        source: DecodeError,
+    },
 
     #[error("injected fault: the sync of {} stopped at offset {offset}", path.display())]
     #[diagnostic(help("a fault plan was set; run the sync again without it to complete it"))]

@@ -31,8 +31,11 @@
 //! Nothing writes the source after `ts`, so the disk the primary VM must start
 //! from is `S(ts)`. The protocol is:
 //!
-//! 1. at `t0`, start recording: every guest write marks its blocks in `C`
-//!    (and the mark is persisted before the write is acknowledged);
+//! 1. at `t0`, start recording: every guest write that lands after `t0`
+//!    marks its blocks in `C`, and the mark is saved before the write lands
+//!    (so a crash between the two loses no mark). A write already in flight
+//!    at `t0` must be marked too, or be finished first: the lab starts
+//!    recording under the same lock its writes take;
 //! 2. phase 1 ([`delta_sync`]), after `t0`, reads the source while the VM
 //!    runs. It returns `D`, the digests of the bytes it read, and leaves the
 //!    target holding exactly those bytes: block `b` of `T` has digest `D[b]`;
@@ -60,7 +63,8 @@
 //! the same reason, a [`ChangeMap`] file that is missing means "recording never
 //! started", never "nothing changed": [`ChangeMap::load`] fails on it.
 //!
-//! A lab that does not keep `D` can verify with [`verify_equal`] (or compare
+//! `D` can outlive the process: [`Digests::save`] writes it atomically. A lab
+//! that does not keep `D` can verify with [`verify_equal`] (or compare
 //! [`image_digest`] of both sides) once the recovery VM is off: that reads
 //! the source again but relies on nothing above.
 
@@ -123,7 +127,9 @@ pub struct FaultPlan {
 impl FaultPlan {
     /// A plan that stops the sync at `offset`.
     pub fn fail_at(offset: u64) -> Self {
-        FaultPlan { fail_at_offset: Some(offset) }
+        FaultPlan {
+            fail_at_offset: Some(offset),
+        }
     }
 }
 

@@ -10,7 +10,10 @@ use super::SyncError;
 
 /// Opens a disk image to read; it must be a regular file.
 pub(crate) fn open_source(path: &Path) -> Result<(File, Metadata), SyncError> {
-    let file = File::open(path).map_err(|source| SyncError::Open { path: path.into(), source })?;
+    let file = File::open(path).map_err(|source| SyncError::Open {
+        path: path.into(),
+        source,
+    })?;
     let meta = regular_file(&file, path)?;
     Ok((file, meta))
 }
@@ -25,13 +28,19 @@ pub(crate) fn open_target(path: &Path) -> Result<(File, Metadata, bool), SyncErr
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|source| SyncError::Open { path: path.into(), source })?;
+        .map_err(|source| SyncError::Open {
+            path: path.into(),
+            source,
+        })?;
     let meta = regular_file(&file, path)?;
     Ok((file, meta, !existed))
 }
 
 fn regular_file(file: &File, path: &Path) -> Result<Metadata, SyncError> {
-    let meta = file.metadata().map_err(|source| SyncError::Metadata { path: path.into(), source })?;
+    let meta = file.metadata().map_err(|source| SyncError::Metadata {
+        path: path.into(),
+        source,
+    })?;
     if !meta.is_file() {
         return Err(SyncError::NotAFile { path: path.into() });
     }
@@ -47,7 +56,10 @@ pub(crate) fn refuse_same_file(
     target_meta: &Metadata,
 ) -> Result<(), SyncError> {
     if same_file(source, source_meta, target, target_meta) {
-        return Err(SyncError::SameFile { source_path: source.into(), target_path: target.into() });
+        return Err(SyncError::SameFile {
+            source_path: source.into(),
+            target_path: target.into(),
+        });
     }
     Ok(())
 }
@@ -87,7 +99,13 @@ pub(crate) fn read_exact_at(
             }
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(SyncError::Read { path: path.into(), offset: at, source }),
+            Err(source) => {
+                return Err(SyncError::Read {
+                    path: path.into(),
+                    offset: at,
+                    source,
+                });
+            }
         }
     }
     Ok(())
@@ -106,11 +124,21 @@ pub(crate) fn write_all_at(
         match write_at(file, &buf[written..], at) {
             Ok(0) => {
                 let source = io::Error::from(io::ErrorKind::WriteZero);
-                return Err(SyncError::Write { path: path.into(), offset: at, source });
+                return Err(SyncError::Write {
+                    path: path.into(),
+                    offset: at,
+                    source,
+                });
             }
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(SyncError::Write { path: path.into(), offset: at, source }),
+            Err(source) => {
+                return Err(SyncError::Write {
+                    path: path.into(),
+                    offset: at,
+                    source,
+                });
+            }
         }
     }
     Ok(())
@@ -138,12 +166,19 @@ fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
 
 /// Sets the length of `file`: truncates, or extends with a hole.
 pub(crate) fn set_len(file: &File, path: &Path, len: u64) -> Result<(), SyncError> {
-    file.set_len(len).map_err(|source| SyncError::Resize { path: path.into(), len, source })
+    file.set_len(len).map_err(|source| SyncError::Resize {
+        path: path.into(),
+        len,
+        source,
+    })
 }
 
 /// Flushes the data and metadata of `file` to stable storage.
 pub(crate) fn sync_file(file: &File, path: &Path) -> Result<(), SyncError> {
-    file.sync_all().map_err(|source| SyncError::Flush { path: path.into(), source })
+    file.sync_all().map_err(|source| SyncError::Flush {
+        path: path.into(),
+        source,
+    })
 }
 
 /// The directory holding `path` (`.` for a bare file name).

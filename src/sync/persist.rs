@@ -25,11 +25,18 @@ const CHECKSUM_LEN: usize = 16;
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), SyncError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = parent_dir(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let failed = |step: String| {
-        move |source: std::io::Error| SyncError::Save { path: path.into(), step, source }
+        move |source: std::io::Error| SyncError::Save {
+            path: path.into(),
+            step,
+            source,
+        }
     };
 
     let written = File::create(&tmp)
@@ -45,7 +52,9 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), SyncError> {
     }
     if let Err(source) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(failed(format!("renaming {} over it", tmp.display()))(source));
+        return Err(failed(format!("renaming {} over it", tmp.display()))(
+            source,
+        ));
     }
     sync_dir(&dir).map_err(failed(format!("flushing directory {}", dir.display())))
 }
@@ -123,14 +132,20 @@ impl<'a> Decoder<'a> {
     /// The rest of the body, which must be exactly `len` bytes.
     pub(crate) fn rest(self, len: u64) -> Result<&'a [u8], DecodeError> {
         if self.body.len() as u64 != len {
-            return Err(DecodeError::Length { announced: len, found: self.body.len() as u64 });
+            return Err(DecodeError::Length {
+                announced: len,
+                found: self.body.len() as u64,
+            });
         }
         Ok(self.body)
     }
 
     fn chunk<const N: usize>(&mut self) -> Result<&'a [u8; N], DecodeError> {
         let Some((chunk, rest)) = self.body.split_first_chunk::<N>() else {
-            return Err(DecodeError::Length { announced: N as u64, found: self.body.len() as u64 });
+            return Err(DecodeError::Length {
+                announced: N as u64,
+                found: self.body.len() as u64,
+            });
         };
         self.body = rest;
         Ok(chunk)
@@ -139,6 +154,9 @@ impl<'a> Decoder<'a> {
 
 fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut sum = [0u8; CHECKSUM_LEN];
-    blake3::Hasher::new().update(bytes).finalize_xof().fill(&mut sum);
+    blake3::Hasher::new()
+        .update(bytes)
+        .finalize_xof()
+        .fill(&mut sum);
     sum
 }

@@ -35,7 +35,10 @@ impl Extent {
 pub(crate) fn whole_file(len: u64) -> Vec<Extent> {
     (0..len)
         .step_by(CHUNK)
-        .map(|offset| Extent { offset, len: (len - offset).min(CHUNK as u64) as usize })
+        .map(|offset| Extent {
+            offset,
+            len: (len - offset).min(CHUNK as u64) as usize,
+        })
         .collect()
 }
 
@@ -68,7 +71,11 @@ pub(crate) struct Run<'a> {
 impl<'a> Run<'a> {
     /// No progress, no fault.
     pub(crate) fn quiet(path: &'a Path) -> Self {
-        Run { path, progress: None, fault: FaultPlan::default() }
+        Run {
+            path,
+            progress: None,
+            fault: FaultPlan::default(),
+        }
     }
 }
 
@@ -88,7 +95,9 @@ where
 {
     let total: u64 = extents.iter().map(|e| e.len as u64).sum();
     let (extents, fault) = cut_at_fault(extents, run.fault);
-    let width = rayon::current_num_threads().clamp(1, MAX_WINDOW).min(extents.len());
+    let width = rayon::current_num_threads()
+        .clamp(1, MAX_WINDOW)
+        .min(extents.len());
     let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); width];
     let mut results = Vec::with_capacity(extents.len());
     let (mut done, mut reported) = (0u64, 0u64);
@@ -122,7 +131,10 @@ where
         progress(done, total);
     }
     match fault {
-        Some(offset) => Err(SyncError::InjectedFault { path: run.path.into(), offset }),
+        Some(offset) => Err(SyncError::InjectedFault {
+            path: run.path.into(),
+            offset,
+        }),
         None => Ok(results),
     }
 }
@@ -142,7 +154,10 @@ fn cut_at_fault(extents: &[Extent], fault: FaultPlan) -> (Vec<Extent>, Option<u6
         } else {
             fires = true;
             if extent.offset < limit {
-                kept.push(Extent { offset: extent.offset, len: (limit - extent.offset) as usize });
+                kept.push(Extent {
+                    offset: extent.offset,
+                    len: (limit - extent.offset) as usize,
+                });
             }
         }
     }

@@ -1,0 +1,695 @@
+//! Tests of the sync engine, on real (sparse) files in temporary directories.
+#![cfg(unix)]
+
+use std::cell::RefCell;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::pipeline::{Extent, block_runs, whole_file};
+use super::*;
+
+const MIB: u64 = 1024 * 1024;
+const B: u64 = BLOCK as u64;
+
+/// Deterministic pseudo-random bytes (splitmix64).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Self {
+        Lab {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path(name);
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+/// Overwrites block `block` of `path` with fresh noise.
+fn scribble(path: &Path, block: u64, seed: u64) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&noise(BLOCK, seed), block * B).unwrap();
+}
+
+/// Byte-compares two files, a chunk at a time (no 64 MiB allocations).
+fn assert_same(a: &Path, b: &Path) {
+    let (a, b) = (fs::File::open(a).unwrap(), fs::File::open(b).unwrap());
+    let len = a.metadata().unwrap().len();
+    assert_eq!(len, b.metadata().unwrap().len(), "lengths differ");
+    let (mut x, mut y) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    for offset in (0..len).step_by(CHUNK) {
+        let n = (len - offset).min(CHUNK as u64) as usize;
+        a.read_exact_at(&mut x[..n], offset).unwrap();
+        b.read_exact_at(&mut y[..n], offset).unwrap();
+        assert!(
+            x[..n] == y[..n],
+            "contents differ in [{offset}, {})",
+            offset + n as u64
+        );
+    }
+}
+
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn delta_copies_exactly_the_differing_blocks() {
+    let lab = Lab::new();
+    let data = noise(4 * MIB as usize, 1);
+    let source = lab.file("recovery.img", &data);
+    let target = lab.file("primary.img", &data);
+    // Scattered, adjacent, first, last, and across a chunk boundary.
+    let changed = [0, 1, 2, 17, 255, 256, 257, 600, 1000, 1023];
+    for (i, &block) in changed.iter().enumerate() {
+        scribble(&target, block, 100 + i as u64);
+    }
+
+    let outcome = delta_sync(&source, &target, &SyncOptions::default()).unwrap();
+
+    assert_eq!(outcome.stats.blocks_total, 1024);
+    assert_eq!(outcome.stats.blocks_copied, changed.len() as u64);
+    assert_eq!(outcome.stats.bytes_copied, changed.len() as u64 * B);
+    assert_eq!(outcome.stats.bytes_read, 8 * MIB);
+    assert_same(&source, &target);
+    assert_eq!(outcome.source_digests, digest_blocks(&source).unwrap());
+
+    let again = delta_sync(&source, &target, &SyncOptions::default()).unwrap();
+    assert_eq!(
+        again.stats.blocks_copied, 0,
+        "a second run has nothing to do"
+    );
+}
+
+#[test]
+fn delta_creates_a_missing_target() {
+    let lab = Lab::new();
+    let source = lab.file("recovery.img", &noise(MIB as usize + 100, 2));
+    let target = lab.path("primary.img");
+
+    let stats = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .stats;
+
+    assert_eq!(stats.blocks_total, 257);
+    assert_eq!(stats.blocks_copied, 257);
+    assert_same(&source, &target);
+}
+
+#[test]
+fn delta_extends_a_shorter_target() {
+    let lab = Lab::new();
+    let data = noise(2 * MIB as usize, 3);
+    let source = lab.file("recovery.img", &data);
+    // Ends 100 bytes into block 256: that block straddles the old end.
+    let target = lab.file("primary.img", &data[..MIB as usize + 100]);
+
+    let stats = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .stats;
+
+    assert_eq!(stats.blocks_copied, 512 - 256);
+    assert_same(&source, &target);
+}
+
+#[test]
+fn delta_truncates_a_longer_target() {
+    let lab = Lab::new();
+    let data = noise(MIB as usize, 4);
+    let source = lab.file("recovery.img", &data);
+    let mut longer = data.clone();
+    longer.extend_from_slice(&noise(MIB as usize, 5));
+    let target = lab.file("primary.img", &longer);
+
+    let stats = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .stats;
+
+    assert_eq!(stats.blocks_copied, 0);
+    assert_same(&source, &target);
+}
+
+#[test]
+fn delta_handles_a_partial_last_block() {
+    let lab = Lab::new();
+    let data = noise(3 * BLOCK + 123, 6);
+    let source = lab.file("recovery.img", &data);
+    let mut other = data.clone();
+    *other.last_mut().unwrap() ^= 0xFF;
+    let target = lab.file("primary.img", &other);
+
+    let stats = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .stats;
+
+    assert_eq!(
+        (stats.blocks_total, stats.blocks_copied, stats.bytes_copied),
+        (4, 1, 123)
+    );
+    assert_same(&source, &target);
+}
+
+#[test]
+fn delta_writes_zeros_over_data() {
+    let lab = Lab::new();
+    let mut data = noise(MIB as usize, 7);
+    data[5 * BLOCK..7 * BLOCK].fill(0);
+    let source = lab.file("recovery.img", &data);
+    let target = lab.file("primary.img", &noise(MIB as usize, 7));
+
+    let stats = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .stats;
+
+    assert_eq!(stats.blocks_copied, 2);
+    assert_same(&source, &target);
+}
+
+/// A 64 MiB image holding 16 blocks of data.
+fn sparse_image(lab: &Lab, name: &str) -> PathBuf {
+    let path = lab.path(name);
+    let file = fs::File::create(&path).unwrap();
+    file.set_len(64 * MIB).unwrap();
+    for i in 0..16u64 {
+        file.write_all_at(&noise(BLOCK, i), i * 4 * MIB + 8 * B)
+            .unwrap();
+    }
+    path
+}
+
+#[test]
+fn sparse_images_stay_sparse() {
+    let lab = Lab::new();
+    let source = sparse_image(&lab, "recovery.img");
+    let limit = MIB; // 16 data blocks are 64 KiB; allow filesystem metadata.
+    assert!(
+        allocated(&source) < limit,
+        "the test filesystem must support sparse files"
+    );
+
+    let delta_target = lab.path("delta.img");
+    let stats = delta_sync(&source, &delta_target, &SyncOptions::default())
+        .unwrap()
+        .stats;
+    assert_eq!(stats.blocks_copied, 16, "holes over holes are not written");
+    assert_same(&source, &delta_target);
+    assert!(
+        allocated(&delta_target) < limit,
+        "delta target: {}",
+        allocated(&delta_target)
+    );
+
+    scribble(&source, 3, 99);
+    let stats = delta_sync(&source, &delta_target, &SyncOptions::default())
+        .unwrap()
+        .stats;
+    assert_eq!(stats.blocks_copied, 1);
+    assert!(allocated(&delta_target) < limit);
+
+    let full_target = lab.file("full.img", &noise(MIB as usize, 8));
+    let stats = full_sync(&source, &full_target, &SyncOptions::default()).unwrap();
+    assert_eq!(stats.blocks_copied, 17);
+    assert_same(&source, &full_target);
+    assert!(
+        allocated(&full_target) < limit,
+        "full target: {}",
+        allocated(&full_target)
+    );
+}
+
+#[test]
+fn known_target_digests_spare_the_target_read() {
+    let lab = Lab::new();
+    let data = noise(MIB as usize, 9);
+    let source = lab.file("recovery.img", &data);
+    let target = lab.file("primary.img", &data);
+    let known = digest_blocks(&target).unwrap();
+    scribble(&source, 42, 10);
+
+    let options = SyncOptions::new().with_known_target(&known);
+    let stats = delta_sync(&source, &target, &options).unwrap().stats;
+    assert_eq!((stats.bytes_read, stats.blocks_copied), (MIB, 1));
+    assert_same(&source, &target);
+
+    // Digests of another length are stale: the target is read instead.
+    let stale = digest_blocks(&lab.file("other.img", &data[..BLOCK])).unwrap();
+    let options = SyncOptions::new().with_known_target(&stale);
+    let stats = delta_sync(&source, &target, &options).unwrap().stats;
+    assert_eq!((stats.bytes_read, stats.blocks_copied), (2 * MIB, 0));
+}
+
+#[test]
+fn change_map_round_trips() {
+    let lab = Lab::new();
+    let mut map = ChangeMap::new();
+    assert!(map.is_empty());
+    map.mark(3);
+    map.mark(64);
+    map.mark(1000);
+    map.mark_bytes(2 * B - 1, 2); // blocks 1 and 2
+    map.mark_range(120..130);
+    map.mark_bytes(0, 0); // nothing
+    let expected: Vec<u64> = [1, 2, 3, 64]
+        .into_iter()
+        .chain(120..130)
+        .chain([1000])
+        .collect();
+    assert_eq!(map.iter().collect::<Vec<_>>(), expected);
+    assert_eq!(map.count(), expected.len() as u64);
+    assert!(map.contains(1000) && !map.contains(999) && !map.contains(u64::MAX));
+    assert_eq!(map, expected.iter().copied().collect::<ChangeMap>());
+
+    let decoded = ChangeMap::from_bytes(&map.to_bytes()).unwrap();
+    assert_eq!(decoded, map);
+    let path = lab.path("disk0.img.changes");
+    map.save(&path).unwrap();
+    assert_eq!(ChangeMap::load(&path).unwrap(), map);
+    let leftovers: Vec<_> = fs::read_dir(lab.dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+
+    let mut other = ChangeMap::new();
+    other.mark(5000);
+    map.merge(&other);
+    assert!(map.contains(5000) && map.contains(3));
+
+    // A larger capacity with the same bits is the same map.
+    let mut wide = ChangeMap::new();
+    wide.mark(10_000);
+    let mut narrow = wide.clone();
+    narrow.merge(&ChangeMap::new());
+    assert_eq!(wide, narrow);
+}
+
+#[test]
+fn change_map_refuses_damaged_or_missing_files() {
+    let lab = Lab::new();
+    let bytes = [7u64, 900].into_iter().collect::<ChangeMap>().to_bytes();
+
+    let mut flipped = bytes.clone();
+    flipped[25] ^= 1;
+    assert_eq!(ChangeMap::from_bytes(&flipped), Err(DecodeError::Checksum));
+    assert!(matches!(
+        ChangeMap::from_bytes(&bytes[..bytes.len() - 1]),
+        Err(DecodeError::Checksum | DecodeError::TooShort(_))
+    ));
+    assert_eq!(
+        ChangeMap::from_bytes(b"short"),
+        Err(DecodeError::TooShort(5))
+    );
+    let digests = digest_blocks(&lab.file("x.img", &[1, 2, 3])).unwrap();
+    assert_eq!(
+        ChangeMap::from_bytes(&digests.to_bytes()),
+        Err(DecodeError::BadMagic)
+    );
+
+    let path = lab.file("disk0.img.changes", &flipped);
+    let err = ChangeMap::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("disk0.img.changes is not a valid change map file"),
+        "{err}"
+    );
+
+    let missing = lab.path("never-started.changes");
+    let err = ChangeMap::load(&missing).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("opening {}: ", missing.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn digests_round_trip_and_root_is_stable() {
+    let lab = Lab::new();
+    let path = lab.file("disk.img", &noise(3 * BLOCK + 5, 11));
+    let digests = digest_blocks(&path).unwrap();
+    assert_eq!(digests.block_count(), 4);
+    assert_eq!(digests.file_len(), 3 * B + 5);
+
+    let saved = lab.path("disk.digests");
+    digests.save(&saved).unwrap();
+    assert_eq!(Digests::load(&saved).unwrap(), digests);
+
+    let root = image_digest(&path).unwrap();
+    assert_eq!(root, digests.root());
+    assert_eq!(root.to_string().parse::<ImageDigest>().unwrap(), root);
+    assert!("nope".parse::<ImageDigest>().is_err());
+
+    // The root commits to the length: an empty file and a lone zero differ.
+    let empty = image_digest(&lab.file("empty.img", &[])).unwrap();
+    let zero = image_digest(&lab.file("zero.img", &[0])).unwrap();
+    assert_ne!(empty, zero);
+}
+
+#[test]
+fn verify_reports_the_block_of_a_single_byte_difference() {
+    let lab = Lab::new();
+    let data = noise(2 * MIB as usize, 12);
+    let source = lab.file("recovery.img", &data);
+    let target = lab.file("primary.img", &data);
+
+    let same = verify_equal(&source, &target).unwrap();
+    assert!(same.equal);
+    assert_eq!(same.first_mismatch, None);
+    assert_eq!(same.source_digest, image_digest(&source).unwrap());
+    assert_eq!(same.source_digest, same.target_digest);
+
+    let mut one_off = data.clone();
+    one_off[300 * BLOCK + 17] ^= 0x01;
+    fs::write(&target, &one_off).unwrap();
+    let differs = verify_equal(&source, &target).unwrap();
+    assert!(!differs.equal);
+    assert_eq!(differs.first_mismatch, Some(300));
+    assert_ne!(differs.source_digest, differs.target_digest);
+    assert_eq!(differs.source_digest, same.source_digest);
+
+    let against = verify_against(&target, &digest_blocks(&source).unwrap()).unwrap();
+    assert_eq!(against, differs);
+
+    fs::write(&target, &data[..MIB as usize]).unwrap();
+    let shorter = verify_equal(&source, &target).unwrap();
+    assert_eq!((shorter.equal, shorter.first_mismatch), (false, Some(256)));
+}
+
+#[test]
+fn phase_two_copies_the_change_map_and_verifies_against_updated_digests() {
+    let lab = Lab::new();
+    let source = lab.file("recovery.img", &noise(2 * MIB as usize, 13));
+    let target = lab.file("primary.img", &noise(2 * MIB as usize, 14));
+    let changes_path = lab.path("recovery.img.changes");
+    ChangeMap::new().save(&changes_path).unwrap();
+
+    let phase1 = delta_sync(&source, &target, &SyncOptions::default()).unwrap();
+    let mut digests = phase1.source_digests;
+
+    // The guest keeps writing; the lab marks and persists each write.
+    let mut changes = ChangeMap::load(&changes_path).unwrap();
+    for (i, block) in [9u64, 10, 300, 511].into_iter().enumerate() {
+        changes.mark(block);
+        changes.save(&changes_path).unwrap();
+        scribble(&source, block, 200 + i as u64);
+    }
+    let stale = verify_against(&target, &digests).unwrap();
+    assert!(
+        stale.equal,
+        "stale digests still describe the phase-1 target"
+    );
+
+    // Phase 2: the VM is off.
+    let changes = ChangeMap::load(&changes_path).unwrap();
+    let stats = copy_blocks(&source, &target, &changes, &SyncOptions::default()).unwrap();
+    assert_eq!((stats.blocks_copied, stats.bytes_read), (4, 4 * B));
+    refresh_digests(&source, &mut digests, &changes).unwrap();
+
+    let verified = verify_against(&target, &digests).unwrap();
+    assert!(verified.equal);
+    assert_eq!(verified.source_digest, image_digest(&source).unwrap());
+    assert_same(&source, &target);
+}
+
+#[test]
+fn verify_against_stale_digests_finds_the_missed_block() {
+    let lab = Lab::new();
+    let source = lab.file("recovery.img", &noise(MIB as usize, 15));
+    let target = lab.path("primary.img");
+    let mut digests = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .source_digests;
+
+    // A write the change map missed (recording started too late).
+    scribble(&source, 77, 16);
+    let mut changes = ChangeMap::new();
+    changes.mark(5);
+    scribble(&source, 5, 17);
+    copy_blocks(&source, &target, &changes, &SyncOptions::default()).unwrap();
+    refresh_digests(&source, &mut digests, &changes).unwrap();
+
+    // The digests and the target agree (both miss block 77)...
+    assert!(verify_against(&target, &digests).unwrap().equal);
+    // ...which is why the map must start before phase 1: the source says no.
+    let truth = verify_equal(&source, &target).unwrap();
+    assert_eq!(truth.first_mismatch, Some(77));
+}
+
+#[test]
+fn refresh_follows_a_resized_source() {
+    let lab = Lab::new();
+    let data = noise(MIB as usize, 18);
+    let source = lab.file("recovery.img", &data);
+    let mut digests = digest_blocks(&source).unwrap();
+    let mut grown = data.clone();
+    grown.extend_from_slice(&noise(10_000, 19));
+    fs::write(&source, &grown).unwrap();
+    refresh_digests(&source, &mut digests, &ChangeMap::new()).unwrap();
+    assert_eq!(digests, digest_blocks(&source).unwrap());
+
+    fs::write(&source, &data[..5000]).unwrap();
+    refresh_digests(&source, &mut digests, &ChangeMap::new()).unwrap();
+    assert_eq!(digests, digest_blocks(&source).unwrap());
+}
+
+#[test]
+fn an_interrupted_delta_completes_when_run_again() {
+    let lab = Lab::new();
+    let data = noise(4 * MIB as usize, 20);
+    let source = lab.file("recovery.img", &data);
+    let target = lab.path("primary.img");
+    let fault_at = 3 * MIB / 2 + 100; // rounds down to block 384
+
+    let options = SyncOptions::new().with_fault(FaultPlan::fail_at(fault_at));
+    let err = delta_sync(&source, &target, &options).unwrap_err();
+    assert!(
+        matches!(err, SyncError::InjectedFault { offset, .. } if offset == 384 * B),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("stopped at offset 1572864"),
+        "{err}"
+    );
+    let partial = fs::read(&target).unwrap();
+    assert_eq!(partial.len(), data.len(), "resized before copying");
+    assert!(
+        partial[..384 * BLOCK] == data[..384 * BLOCK],
+        "everything below the fault is copied"
+    );
+    assert!(
+        partial[384 * BLOCK..].iter().all(|&b| b == 0),
+        "nothing at or after it"
+    );
+
+    let stats = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .stats;
+    assert_eq!(stats.blocks_copied, 1024 - 384);
+    assert_same(&source, &target);
+}
+
+#[test]
+fn an_interrupted_phase_two_completes_when_run_again() {
+    let lab = Lab::new();
+    let source = lab.file("recovery.img", &noise(MIB as usize, 21));
+    let target = lab.path("primary.img");
+    delta_sync(&source, &target, &SyncOptions::default()).unwrap();
+    let changes: ChangeMap = (0..256).step_by(3).collect();
+    for block in changes.iter() {
+        scribble(&source, block, 1000 + block);
+    }
+
+    let options = SyncOptions::new().with_fault(FaultPlan::fail_at(100 * B));
+    assert!(copy_blocks(&source, &target, &changes, &options).is_err());
+    assert_eq!(
+        verify_equal(&source, &target).unwrap().first_mismatch,
+        Some(102)
+    );
+
+    copy_blocks(&source, &target, &changes, &SyncOptions::default()).unwrap();
+    assert_same(&source, &target);
+}
+
+#[test]
+fn full_sync_copies_everything_and_survives_an_interruption() {
+    let lab = Lab::new();
+    let mut data = noise(3 * MIB as usize + 77, 22);
+    data[BLOCK..3 * BLOCK].fill(0);
+    let source = lab.file("recovery.img", &data);
+    let target = lab.file("primary.img", &noise(5 * MIB as usize, 23));
+
+    let options = SyncOptions::new().with_fault(FaultPlan::fail_at(MIB));
+    let err = full_sync(&source, &target, &options).unwrap_err();
+    assert!(matches!(err, SyncError::InjectedFault { .. }));
+
+    let stats = full_sync(&source, &target, &SyncOptions::default()).unwrap();
+    assert_eq!(stats.blocks_total, 3 * 256 + 1);
+    assert_eq!(
+        stats.blocks_copied,
+        3 * 256 + 1 - 2,
+        "zero blocks stay holes"
+    );
+    assert_eq!(stats.bytes_read, data.len() as u64);
+    assert_same(&source, &target);
+    assert!(verify_equal(&source, &target).unwrap().equal);
+}
+
+#[test]
+fn syncing_a_file_onto_itself_is_refused() {
+    let lab = Lab::new();
+    let data = noise(MIB as usize, 24);
+    let disk = lab.file("disk.img", &data);
+    let alias = lab.path("alias.img");
+    fs::hard_link(&disk, &alias).unwrap();
+
+    let err = full_sync(&disk, &alias, &SyncOptions::default()).unwrap_err();
+    assert!(matches!(err, SyncError::SameFile { .. }), "{err}");
+    assert!(delta_sync(&disk, &disk, &SyncOptions::default()).is_err());
+    assert!(copy_blocks(&disk, &disk, &ChangeMap::new(), &SyncOptions::default()).is_err());
+    assert_eq!(fs::read(&disk).unwrap(), data, "the disk is untouched");
+}
+
+#[test]
+fn errors_name_the_file_and_the_cause() {
+    let lab = Lab::new();
+    let missing = lab.path("missing.img");
+    let err = delta_sync(&missing, &lab.path("t.img"), &SyncOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "opening {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+
+    let err = digest_blocks(lab.dir.path()).unwrap_err();
+    assert!(matches!(err, SyncError::NotAFile { .. }), "{err}");
+
+    let source = lab.file("s.img", &[1; 10]);
+    let no_dir = lab.path("nowhere/t.img");
+    let err = full_sync(&source, &no_dir, &SyncOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("opening {}: ", no_dir.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn progress_is_monotonic_throttled_and_complete() {
+    let lab = Lab::new();
+    let len = 10 * MIB + 5;
+    let source = lab.file("recovery.img", &noise(len as usize, 25));
+    let target = lab.path("primary.img");
+    let calls = RefCell::new(Vec::new());
+    let record = |done, total| calls.borrow_mut().push((done, total));
+
+    let options = SyncOptions::new().with_progress(&record);
+    delta_sync(&source, &target, &options).unwrap();
+
+    let calls = calls.into_inner();
+    assert_eq!(calls.last(), Some(&(len, len)));
+    assert!(calls.windows(2).all(|w| w[0].0 < w[1].0), "{calls:?}");
+    assert!(calls.iter().all(|&(_, total)| total == len));
+    assert!(calls.len() as u64 <= len / PROGRESS_STEP + 2, "{calls:?}");
+}
+
+#[test]
+fn a_running_guest_during_phase_one_is_caught_by_the_change_map() {
+    let lab = Lab::new();
+    let source = lab.file("recovery.img", &noise(4 * MIB as usize, 26));
+    let target = lab.file("primary.img", &noise(4 * MIB as usize, 27));
+    // Recording starts before phase 1 reads anything.
+    let changes = Mutex::new(ChangeMap::new());
+    let stop = AtomicBool::new(false);
+
+    let phase1 = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let file = OpenOptions::new().write(true).open(&source).unwrap();
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) || round < 64 {
+                let block = (round * 97) % 1024;
+                changes.lock().unwrap().mark(block);
+                file.write_all_at(&noise(BLOCK, 3000 + round), block * B)
+                    .unwrap();
+                round += 1;
+            }
+        });
+        let outcome = delta_sync(&source, &target, &SyncOptions::default());
+        stop.store(true, Ordering::Relaxed);
+        outcome
+    });
+    let mut digests = phase1.unwrap().source_digests;
+
+    // The guest is off: phase 2.
+    let changes = changes.into_inner().unwrap();
+    copy_blocks(&source, &target, &changes, &SyncOptions::default()).unwrap();
+    refresh_digests(&source, &mut digests, &changes).unwrap();
+    assert!(verify_against(&target, &digests).unwrap().equal);
+    assert_same(&source, &target);
+}
+
+#[test]
+fn extents_cover_files_and_block_runs() {
+    assert_eq!(whole_file(0), vec![]);
+    let extents = whole_file(2 * MIB + 1);
+    assert_eq!(extents.len(), 3);
+    assert_eq!(
+        extents[2],
+        Extent {
+            offset: 2 * MIB,
+            len: 1
+        }
+    );
+
+    let runs = block_runs([0, 1, 2, 5, 300, 301], 301 * B + 10);
+    assert_eq!(
+        runs,
+        vec![
+            Extent {
+                offset: 0,
+                len: 3 * BLOCK
+            },
+            Extent {
+                offset: 5 * B,
+                len: BLOCK
+            },
+            Extent {
+                offset: 300 * B,
+                len: BLOCK + 10
+            },
+        ]
+    );
+    // Runs are cut at CHUNK bytes; blocks past the end are dropped.
+    let runs = block_runs(0..300, 270 * B);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].len, CHUNK);
+    assert_eq!(
+        runs[1],
+        Extent {
+            offset: 256 * B,
+            len: 14 * BLOCK
+        }
+    );
+}

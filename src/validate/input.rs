@@ -9,8 +9,14 @@ pub const MAX_PLAN_BYTES: usize = 4 * 1024 * 1024;
 
 /// Byte-order marks of encodings other than UTF-8, longest first.
 const FOREIGN_BOMS: &[(&[u8], &str)] = &[
-    (&[0x00, 0x00, 0xFE, 0xFF], "UTF-32 BE (byte-order mark 00 00 FE FF)"),
-    (&[0xFF, 0xFE, 0x00, 0x00], "UTF-32 LE (byte-order mark FF FE 00 00)"),
+    (
+        &[0x00, 0x00, 0xFE, 0xFF],
+        "UTF-32 BE (byte-order mark 00 00 FE FF)",
+    ),
+    (
+        &[0xFF, 0xFE, 0x00, 0x00],
+        "UTF-32 LE (byte-order mark FF FE 00 00)",
+    ),
     (&[0xFE, 0xFF], "UTF-16 BE (byte-order mark FE FF)"),
     (&[0xFF, 0xFE], "UTF-16 LE (byte-order mark FF FE)"),
 ];
@@ -23,7 +29,9 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
         return Err(Box::new(
             Diagnostic::new(
                 Code::FileTooLarge,
-                format!("the file is larger than {MAX_PLAN_BYTES} bytes (4 MiB), the most a plan may be"),
+                format!(
+                    "the file is larger than {MAX_PLAN_BYTES} bytes (4 MiB), the most a plan may be"
+                ),
             )
             .with_help("split the plan into several plans, one per application or wave"),
         ));
@@ -31,8 +39,11 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
     for (bom, name) in FOREIGN_BOMS {
         if bytes.starts_with(bom) {
             return Err(Box::new(
-                Diagnostic::new(Code::NotUtf8, format!("the file is encoded as {name}, not UTF-8"))
-                    .with_help(SAVE_AS_UTF8),
+                Diagnostic::new(
+                    Code::NotUtf8,
+                    format!("the file is encoded as {name}, not UTF-8"),
+                )
+                .with_help(SAVE_AS_UTF8),
             ));
         }
     }
@@ -44,7 +55,11 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
             let (line, column) = line_column(valid);
             let bad = &body[e.valid_up_to()..body.len().min(e.valid_up_to() + 4)];
             let hex: Vec<String> = bad.iter().map(|b| format!("{b:02X}")).collect();
-            let guess = if looks_utf16(body) { " (it looks like UTF-16 without a byte-order mark)" } else { "" };
+            let guess = if looks_utf16(body) {
+                " (it looks like UTF-16 without a byte-order mark)"
+            } else {
+                ""
+            };
             Err(Box::new(
                 Diagnostic::new(
                     Code::NotUtf8,
@@ -69,8 +84,14 @@ fn looks_utf16(bytes: &[u8]) -> bool {
 
 fn line_column(prefix: &[u8]) -> (u32, u32) {
     let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
-    let line_start = prefix.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-    let column = String::from_utf8_lossy(&prefix[line_start..]).chars().count() + 1;
+    let line_start = prefix
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&prefix[line_start..])
+        .chars()
+        .count()
+        + 1;
     (clamp(line), clamp(column))
 }
 
@@ -102,7 +123,13 @@ fn is_forbidden_control(c: char) -> bool {
 /// The text with control characters replaced by U+FFFD, safe to show.
 pub fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if is_forbidden_control(c) { '\u{FFFD}' } else { c })
+        .map(|c| {
+            if is_forbidden_control(c) {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

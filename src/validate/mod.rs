@@ -43,7 +43,11 @@ pub enum Origin {
 /// Checks the bytes of one file named `path`.
 pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
     let report = |source: String, diagnostics: Vec<Diagnostic>| {
-        Box::new(FileReport { path: path.to_owned(), source, diagnostics })
+        Box::new(FileReport {
+            path: path.to_owned(),
+            source,
+            diagnostics,
+        })
     };
     let text = match input::decode(bytes) {
         Ok(text) => text,
@@ -80,36 +84,43 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     if matches!(root.kind, yaml::NodeKind::Null) {
         diagnostics.push(
-            Diagnostic::new(Code::EmptyDocument, "the file holds no YAML document")
-                .with_help("start from an example in plans/, or run `failback schema` for the format"),
+            Diagnostic::new(Code::EmptyDocument, "the file holds no YAML document").with_help(
+                "start from an example in plans/, or run `failback schema` for the format",
+            ),
         );
         return Checked::Plan(report(source, diagnostics), None);
     }
     for (pointer, pos) in complex_keys {
         diagnostics.push(locate(
             Diagnostic::new(Code::ComplexKey, "a mapping or sequence is used as a key")
-                .with_help("plan keys are plain strings such as `name:`; remove the `?` or the brackets")
+                .with_help(
+                    "plan keys are plain strings such as `name:`; remove the `?` or the brackets",
+                )
                 .with_pointer(pointer),
             pos,
         ));
     }
     let mut from_rules = rules::check(&value);
     from_rules.extend(secrets.iter().map(|s| s.diagnostic()));
-    let covered: Vec<String> = from_rules.iter().filter_map(|d| d.pointer.clone()).collect();
-    let from_schema = schema_check::check(&value)
-        .into_iter()
-        .filter(|d| {
-            let p = d.pointer.as_deref().unwrap_or("");
-            !covered.iter().any(|c| p == c || secrets.iter().any(|s| p.starts_with(&s.pointer)))
-        });
+    let covered: Vec<String> = from_rules
+        .iter()
+        .filter_map(|d| d.pointer.clone())
+        .collect();
+    let from_schema = schema_check::check(&value).into_iter().filter(|d| {
+        let p = d.pointer.as_deref().unwrap_or("");
+        !covered
+            .iter()
+            .any(|c| p == c || secrets.iter().any(|s| p.starts_with(&s.pointer)))
+    });
     diagnostics.extend(from_schema);
     diagnostics.extend(from_rules);
     for diag in &mut diagnostics {
         if diag.line.is_none()
-            && let Some(pointer) = diag.pointer.clone() {
-                let pos = position_of(&root, &pointer, diag.code);
-                *diag = locate(diag.clone(), pos);
-            }
+            && let Some(pointer) = diag.pointer.clone()
+        {
+            let pos = position_of(&root, &pointer, diag.code);
+            *diag = locate(diag.clone(), pos);
+        }
     }
     diagnostics.sort_by(|a, b| {
         (a.line, a.column, a.code, &a.message).cmp(&(b.line, b.column, b.code, &b.message))
@@ -185,7 +196,9 @@ fn parse(text: &str) -> Result<Node, Box<Diagnostic>> {
         std::thread::Builder::new()
             .name("yaml-parse".into())
             .stack_size(PARSE_STACK)
-            .spawn_scoped(scope, || serde_saphyr::from_str_with_options::<Node>(text, parse_options()))
+            .spawn_scoped(scope, || {
+                serde_saphyr::from_str_with_options::<Node>(text, parse_options())
+            })
             .map(|handle| handle.join())
     });
     match result {
@@ -200,3 +213,9 @@ fn parse(text: &str) -> Result<Node, Box<Diagnostic>> {
 
 #[cfg(test)]
 mod tests;
+
+/// Plans shared by the unit tests of other modules.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::tests::MINIMAL;
+}

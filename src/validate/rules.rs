@@ -20,7 +20,10 @@ pub fn check(root: &Value) -> Vec<Diagnostic> {
 }
 
 fn items(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
-    v.and_then(Value::as_array).into_iter().flatten().enumerate()
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
 }
 
 fn name_of(v: &Value) -> Option<&str> {
@@ -34,7 +37,9 @@ struct Unique<'a> {
 
 impl<'a> Unique<'a> {
     fn new() -> Self {
-        Unique { first: HashMap::new() }
+        Unique {
+            first: HashMap::new(),
+        }
     }
 
     /// The pointer of the first use when `name` was seen before.
@@ -71,9 +76,16 @@ fn hosts<'a>(root: &'a Value, out: &mut Vec<Diagnostic>) -> HashMap<&'a str, Vec
             let p = format!("/spec/primary/hosts/{i}/vswitches/{j}");
             if seen.seen(sw, p.clone()).is_some() {
                 out.push(
-                    Diagnostic::new(Code::DuplicateVSwitch, format!("vSwitch '{}' is listed twice on host '{}'", shorten(sw), shorten(name)))
-                        .with_help("remove the repeated entry")
-                        .with_pointer(p),
+                    Diagnostic::new(
+                        Code::DuplicateVSwitch,
+                        format!(
+                            "vSwitch '{}' is listed twice on host '{}'",
+                            shorten(sw),
+                            shorten(name)
+                        ),
+                    )
+                    .with_help("remove the repeated entry")
+                    .with_pointer(p),
                 );
             } else {
                 switches.push(sw);
@@ -109,13 +121,20 @@ fn groups_and_vms(root: &Value, hosts: &HashMap<&str, Vec<&str>>, out: &mut Vec<
                 let pointer = format!("{base}/name");
                 if let Some(first) = vms.seen(name, pointer.clone()) {
                     out.push(
-                        Diagnostic::new(Code::DuplicateVm, format!("VM '{}' is declared more than once", shorten(name)))
-                            .with_help(format!("a VM fails back once: remove this entry or the first one ({})", place(&first, root)))
-                            .with_pointer(pointer),
+                        Diagnostic::new(
+                            Code::DuplicateVm,
+                            format!("VM '{}' is declared more than once", shorten(name)),
+                        )
+                        .with_help(format!(
+                            "a VM fails back once: remove this entry or the first one ({})",
+                            place(&first, root)
+                        ))
+                        .with_pointer(pointer),
                     );
                 }
             }
-            let label = vm_name.map_or_else(|| place(&base, root), |n| format!("VM '{}'", shorten(n)));
+            let label =
+                vm_name.map_or_else(|| place(&base, root), |n| format!("VM '{}'", shorten(n)));
             let host = vm.get("host").and_then(Value::as_str);
             let switches = host.and_then(|h| hosts.get(h));
             if let (Some(h), None) = (host, switches) {
@@ -125,9 +144,12 @@ fn groups_and_vms(root: &Value, hosts: &HashMap<&str, Vec<&str>>, out: &mut Vec<
                     list(&host_names, 10)
                 );
                 out.push(
-                    Diagnostic::new(Code::UnknownHost, format!("{label} names host '{}', which is not declared", shorten(h)))
-                        .with_help(help)
-                        .with_pointer(format!("{base}/host")),
+                    Diagnostic::new(
+                        Code::UnknownHost,
+                        format!("{label} names host '{}', which is not declared", shorten(h)),
+                    )
+                    .with_help(help)
+                    .with_pointer(format!("{base}/host")),
                 );
             }
             networks(vm, &base, host, switches, &label, out);
@@ -136,40 +158,65 @@ fn groups_and_vms(root: &Value, hosts: &HashMap<&str, Vec<&str>>, out: &mut Vec<
     }
 }
 
-fn networks(vm: &Value, base: &str, host: Option<&str>, switches: Option<&Vec<&str>>, label: &str, out: &mut Vec<Diagnostic>) {
+fn networks(
+    vm: &Value,
+    base: &str,
+    host: Option<&str>,
+    switches: Option<&Vec<&str>>,
+    label: &str,
+    out: &mut Vec<Diagnostic>,
+) {
     let mut adapters = Unique::new();
     for (n, net) in items(vm.get("networks")) {
         if let Some(adapter) = net.get("adapter").and_then(Value::as_str) {
             let p = format!("{base}/networks/{n}/adapter");
             if adapters.seen(adapter, p.clone()).is_some() {
                 out.push(
-                    Diagnostic::new(Code::DuplicateAdapter, format!("{label} lists adapter '{}' twice", shorten(adapter)))
-                        .with_help("give each network adapter its own label, or remove the repeated entry")
-                        .with_pointer(p),
+                    Diagnostic::new(
+                        Code::DuplicateAdapter,
+                        format!("{label} lists adapter '{}' twice", shorten(adapter)),
+                    )
+                    .with_help(
+                        "give each network adapter its own label, or remove the repeated entry",
+                    )
+                    .with_pointer(p),
                 );
             }
         }
-        let (Some(sw), Some(host), Some(switches)) = (net.get("vswitch").and_then(Value::as_str), host, switches) else {
+        let (Some(sw), Some(host), Some(switches)) =
+            (net.get("vswitch").and_then(Value::as_str), host, switches)
+        else {
             continue;
         };
         if !switches.contains(&sw) {
             out.push(
-                Diagnostic::new(Code::UnknownVSwitch, format!("vSwitch '{}' is not declared on host '{}'", shorten(sw), shorten(host)))
-                    .with_help(format!(
-                        "{}declare it under spec.primary.hosts[{}].vswitches, or use one of: {}",
-                        did_you_mean(sw, switches.iter().copied()),
-                        shorten(host),
-                        list(switches, 10)
-                    ))
-                    .with_pointer(format!("{base}/networks/{n}/vswitch")),
+                Diagnostic::new(
+                    Code::UnknownVSwitch,
+                    format!(
+                        "vSwitch '{}' is not declared on host '{}'",
+                        shorten(sw),
+                        shorten(host)
+                    ),
+                )
+                .with_help(format!(
+                    "{}declare it under spec.primary.hosts[{}].vswitches, or use one of: {}",
+                    did_you_mean(sw, switches.iter().copied()),
+                    shorten(host),
+                    list(switches, 10)
+                ))
+                .with_pointer(format!("{base}/networks/{n}/vswitch")),
             );
         }
     }
 }
 
-fn vm_settings<'a>(vm: &'a Value, base: &str, label: &str, default: &dyn Fn(&str) -> Option<&'a str>, out: &mut Vec<Diagnostic>)
-where
-{
+fn vm_settings<'a>(
+    vm: &'a Value,
+    base: &str,
+    label: &str,
+    default: &dyn Fn(&str) -> Option<&'a str>,
+    out: &mut Vec<Diagnostic>,
+) {
     let own = |key: &str| vm.get(key).and_then(Value::as_str);
     let sync = own("sync").or_else(|| default("sync")).unwrap_or("delta");
     if sync == "full" && own("completion").is_some() {
@@ -179,9 +226,15 @@ where
                 .with_pointer(format!("{base}/completion")),
         );
     }
-    let commit = own("commit").or_else(|| default("commit")).unwrap_or("manual");
+    let commit = own("commit")
+        .or_else(|| default("commit"))
+        .unwrap_or("manual");
     if commit == "auto" && vm.get("verify").is_none() {
-        let pointer = if own("commit").is_some() { format!("{base}/commit") } else { format!("{base}/name") };
+        let pointer = if own("commit").is_some() {
+            format!("{base}/commit")
+        } else {
+            format!("{base}/name")
+        };
         out.push(
             Diagnostic::new(
                 Code::AutoCommitWithoutVerify,
@@ -195,15 +248,24 @@ where
         let pointer = format!("{base}/verify/timeout");
         match humantime::parse_duration(timeout) {
             Ok(d) if d.is_zero() => out.push(
-                Diagnostic::new(Code::InvalidDuration, format!("{label} has a verify timeout of zero"))
-                    .with_help("give the check time to run, for example `timeout: 5m`")
-                    .with_pointer(pointer),
+                Diagnostic::new(
+                    Code::InvalidDuration,
+                    format!("{label} has a verify timeout of zero"),
+                )
+                .with_help("give the check time to run, for example `timeout: 5m`")
+                .with_pointer(pointer),
             ),
             Ok(_) => {}
             Err(e) => out.push(
-                Diagnostic::new(Code::InvalidDuration, format!("{} is not a duration: {e}", quote(&Value::String(timeout.to_owned()))))
-                    .with_help("write a duration such as `90s`, `5m` or `1h 30m` (units: s, m, h, d)")
-                    .with_pointer(pointer),
+                Diagnostic::new(
+                    Code::InvalidDuration,
+                    format!(
+                        "{} is not a duration: {e}",
+                        quote(&Value::String(timeout.to_owned()))
+                    ),
+                )
+                .with_help("write a duration such as `90s`, `5m` or `1h 30m` (units: s, m, h, d)")
+                .with_pointer(pointer),
             ),
         }
     }

@@ -31,7 +31,10 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
 pub fn check(instance: &Value) -> Vec<Diagnostic> {
     let compiled = &*COMPILED;
     let Some(validator) = &compiled.validator else {
-        return vec![Diagnostic::new(Code::SchemaViolation, "internal error: the embedded plan schema does not compile")];
+        return vec![Diagnostic::new(
+            Code::SchemaViolation,
+            "internal error: the embedded plan schema does not compile",
+        )];
     };
     let mut out = Vec::new();
     for error in validator.iter_errors(instance) {
@@ -57,9 +60,12 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
                 let mut help = did_you_mean(key, allowed.iter().copied());
                 help.push_str(&format!("keys allowed here: {}", list(&allowed, 12)));
                 out.push(
-                    Diagnostic::new(Code::UnknownKey, format!("unknown key '{}' in {here}", short(key)))
-                        .with_help(help)
-                        .with_pointer(format!("{pointer}/{}", escape_segment(key))),
+                    Diagnostic::new(
+                        Code::UnknownKey,
+                        format!("unknown key '{}' in {here}", short(key)),
+                    )
+                    .with_help(help)
+                    .with_pointer(format!("{pointer}/{}", escape_segment(key))),
                 );
             }
         }
@@ -79,27 +85,41 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
                 .map(|t| format!(" (is '{t}' a misspelling of it?)"))
                 .unwrap_or_default();
             out.push(
-                Diagnostic::new(Code::MissingKey, format!("{here} is missing the required key '{name}'{typo}"))
-                    .with_help(format!("add `{name}:`{description}"))
-                    .with_pointer(pointer),
+                Diagnostic::new(
+                    Code::MissingKey,
+                    format!("{here} is missing the required key '{name}'{typo}"),
+                )
+                .with_help(format!("add `{name}:`{description}"))
+                .with_pointer(pointer),
             );
         }
         ValidationErrorKind::Type { kind } => {
             let expected = match kind {
                 TypeKind::Single(t) => article(&t.to_string()),
-                TypeKind::Multiple(set) => set.iter().map(|t| article(&t.to_string())).collect::<Vec<_>>().join(" or "),
+                TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| article(&t.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
             };
             out.push(
                 Diagnostic::new(
                     Code::WrongType,
-                    format!("{here} must be {expected}, found {} {}", type_name(instance), quote_if_scalar(instance)),
+                    format!(
+                        "{here} must be {expected}, found {} {}",
+                        type_name(instance),
+                        quote_if_scalar(instance)
+                    ),
                 )
                 .with_help(type_help(&expected, instance))
                 .with_pointer(pointer),
             );
         }
         ValidationErrorKind::Enum { options } => {
-            let options: Vec<&str> = options.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let options: Vec<&str> = options
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             out.push(invalid_value(&here, instance, &options, pointer));
         }
         ValidationErrorKind::Constant { expected_value } => {
@@ -111,8 +131,12 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
         | ValidationErrorKind::MaxLength { .. } => {
             let chars = instance.as_str().map_or(0, |s| s.chars().count());
             let why = match error.kind() {
-                ValidationErrorKind::MinLength { limit } => format!(" (it is {chars} characters; at least {limit})"),
-                ValidationErrorKind::MaxLength { limit } => format!(" (it is {chars} characters; at most {limit})"),
+                ValidationErrorKind::MinLength { limit } => {
+                    format!(" (it is {chars} characters; at least {limit})")
+                }
+                ValidationErrorKind::MaxLength { limit } => {
+                    format!(" (it is {chars} characters; at most {limit})")
+                }
                 _ => String::new(),
             };
             let help = sub.and_then(|s| description(s, schema)).map_or_else(
@@ -120,9 +144,12 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
                 |d| format!("expected {}", lower_first(&d)),
             );
             out.push(
-                Diagnostic::new(Code::InvalidFormat, format!("{} is not a valid value for {here}{why}", quote(instance)))
-                    .with_help(help)
-                    .with_pointer(pointer),
+                Diagnostic::new(
+                    Code::InvalidFormat,
+                    format!("{} is not a valid value for {here}{why}", quote(instance)),
+                )
+                .with_help(help)
+                .with_pointer(pointer),
             );
         }
         ValidationErrorKind::Minimum { .. }
@@ -140,9 +167,12 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
                 (None, None) => "a number in range".to_owned(),
             };
             out.push(
-                Diagnostic::new(Code::OutOfRange, format!("{here} is {}, out of range", quote(instance)))
-                    .with_help(format!("use {range}"))
-                    .with_pointer(pointer),
+                Diagnostic::new(
+                    Code::OutOfRange,
+                    format!("{here} is {}, out of range", quote(instance)),
+                )
+                .with_help(format!("use {range}"))
+                .with_pointer(pointer),
             );
         }
         ValidationErrorKind::MinItems { limit } => {
@@ -150,16 +180,22 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
             out.push(
                 Diagnostic::new(
                     Code::WrongCount,
-                    format!("{here} has {} item(s); at least {limit} required", instance.as_array().map_or(0, Vec::len)),
+                    format!(
+                        "{here} has {} item(s); at least {limit} required",
+                        instance.as_array().map_or(0, Vec::len)
+                    ),
                 )
                 .with_help(format!("declare at least {limit} entry in `{what}`"))
                 .with_pointer(pointer),
             );
         }
         ValidationErrorKind::MaxItems { limit } => out.push(
-            Diagnostic::new(Code::WrongCount, format!("{here} has more than {limit} items"))
-                .with_help(format!("keep at most {limit} entries"))
-                .with_pointer(pointer),
+            Diagnostic::new(
+                Code::WrongCount,
+                format!("{here} has more than {limit} items"),
+            )
+            .with_help(format!("keep at most {limit} entries"))
+            .with_pointer(pointer),
         ),
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
             one_of(context, instance, &pointer, &here, root, schema, out);
@@ -184,7 +220,10 @@ fn one_of(
     schema: &Value,
     out: &mut Vec<Diagnostic>,
 ) {
-    let keys: Vec<&str> = instance.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+    let keys: Vec<&str> = instance
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
     let required = |errors: &Vec<ValidationError<'static>>| -> Vec<String> {
         errors
             .iter()
@@ -201,16 +240,24 @@ fn one_of(
         .filter(|errs| required(errs).is_empty())
         .filter_map(|errs| {
             errs.iter().find_map(|e| match e.kind() {
-                ValidationErrorKind::AdditionalProperties { unexpected } => Some(unexpected.join(", ")),
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    Some(unexpected.join(", "))
+                }
                 _ => None,
             })
         })
         .collect();
     if satisfied.len() > 1 && instance.is_object() {
         out.push(
-            Diagnostic::new(Code::SchemaViolation, format!("{here} combines alternatives that exclude each other: {}", keys.join(", ")))
-                .with_help(format!("keep exactly one of: {}", keys.join(", ")))
-                .with_pointer(pointer.to_owned()),
+            Diagnostic::new(
+                Code::SchemaViolation,
+                format!(
+                    "{here} combines alternatives that exclude each other: {}",
+                    keys.join(", ")
+                ),
+            )
+            .with_help(format!("keep exactly one of: {}", keys.join(", ")))
+            .with_pointer(pointer.to_owned()),
         );
         return;
     }
@@ -228,8 +275,11 @@ fn one_of(
         }
     } else {
         out.push(
-            Diagnostic::new(Code::SchemaViolation, format!("{here} matches none of its allowed forms"))
-                .with_pointer(pointer.to_owned()),
+            Diagnostic::new(
+                Code::SchemaViolation,
+                format!("{here} matches none of its allowed forms"),
+            )
+            .with_pointer(pointer.to_owned()),
         );
     }
 }
@@ -242,9 +292,12 @@ fn invalid_value(here: &str, instance: &Value, options: &[&str], pointer: String
     } else {
         help.push_str(&format!("valid values: {}", options.join(", ")));
     }
-    Diagnostic::new(Code::InvalidValue, format!("{} is not a valid value for {here}", quote(instance)))
-        .with_help(help)
-        .with_pointer(pointer)
+    Diagnostic::new(
+        Code::InvalidValue,
+        format!("{} is not a valid value for {here}", quote(instance)),
+    )
+    .with_help(help)
+    .with_pointer(pointer)
 }
 
 fn type_help(expected: &str, instance: &Value) -> String {
@@ -257,11 +310,21 @@ fn type_help(expected: &str, instance: &Value) -> String {
             format!("quote the value to make it a string: \"{instance}\"")
         }
         ("a string", Value::Null) => "write a value after the colon, or remove the key".to_owned(),
-        ("an array", Value::String(s)) => format!("write a list, for example [\"{}\"]", super::suggest::shorten(s)),
+        ("an array", Value::String(s)) => format!(
+            "write a list, for example [\"{}\"]",
+            super::suggest::shorten(s)
+        ),
         ("an array", _) => "write a list: one `- item` per line, or [a, b]".to_owned(),
-        ("an object", Value::Null) => "write the keys of this mapping under it, indented, or remove the key".to_owned(),
-        ("an object", _) => "write a mapping: `key: value` pairs indented under this key".to_owned(),
-        ("an integer", Value::String(s)) => format!("write a whole number without quotes, not '{}'", super::suggest::shorten(s)),
+        ("an object", Value::Null) => {
+            "write the keys of this mapping under it, indented, or remove the key".to_owned()
+        }
+        ("an object", _) => {
+            "write a mapping: `key: value` pairs indented under this key".to_owned()
+        }
+        ("an integer", Value::String(s)) => format!(
+            "write a whole number without quotes, not '{}'",
+            super::suggest::shorten(s)
+        ),
         _ => format!("write {expected}"),
     }
 }
@@ -304,7 +367,11 @@ fn description(node: &Value, schema: &Value) -> Option<String> {
 fn resolve<'a>(node: &'a Value, schema: &'a Value) -> &'a Value {
     let mut node = node;
     for _ in 0..8 {
-        match node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+        match node
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix('#'))
+        {
             Some(target) => match schema.pointer(target) {
                 Some(t) => node = t,
                 None => break,
@@ -323,7 +390,10 @@ fn schema_at<'a>(schema: &'a Value, pointer: &str) -> Option<&'a Value> {
         let next = node
             .get("properties")
             .and_then(|p| p.get(&segment))
-            .or_else(|| node.get("items").filter(|_| segment.parse::<usize>().is_ok()))
+            .or_else(|| {
+                node.get("items")
+                    .filter(|_| segment.parse::<usize>().is_ok())
+            })
             .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))?;
         node = resolve(next, schema);
     }

@@ -134,7 +134,9 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert!(looks_secret("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----").is_some());
+        assert!(
+            looks_secret("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----").is_some()
+        );
         assert!(looks_secret(&format!("MII{}", "A".repeat(80))).is_some());
         assert!(looks_secret("certs/dr.pfx").is_none());
         assert!(looks_secret("Production").is_none());

@@ -68,7 +68,10 @@ pub fn type_name(value: &Value) -> &'static str {
 
 pub fn shorten(s: &str) -> String {
     const MAX: usize = 60;
-    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if one_line.chars().count() > MAX {
         let cut: String = one_line.chars().take(MAX).collect();
         format!("{cut}…")
@@ -104,12 +107,21 @@ pub fn place(pointer: &str, root: &Value) -> String {
         }
         node = next;
     }
-    if out.is_empty() { "the document".to_owned() } else { out }
+    if out.is_empty() {
+        "the document".to_owned()
+    } else {
+        out
+    }
 }
 
 /// "a, b, c" of at most `max` items, with "…" after.
 pub fn list(items: &[&str], max: usize) -> String {
-    let mut s = items.iter().take(max).copied().collect::<Vec<_>>().join(", ");
+    let mut s = items
+        .iter()
+        .take(max)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > max {
         s.push_str(", …");
     }
@@ -122,18 +134,34 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(closest("Prod", ["Production", "Backup"]), Some("Production"));
+        assert_eq!(
+            closest("Prod", ["Production", "Backup"]),
+            Some("Production")
+        );
         assert_eq!(closest("Pr", ["Production", "Backup"]), None);
-        assert_eq!(closest("Productoin", ["Production", "Backup"]), Some("Production"));
-        assert_eq!(closest("production", ["Production", "Backup"]), Some("Production"));
-        assert_eq!(closest("hots", ["site", "management", "hosts"]), Some("hosts"));
+        assert_eq!(
+            closest("Productoin", ["Production", "Backup"]),
+            Some("Production")
+        );
+        assert_eq!(
+            closest("production", ["Production", "Backup"]),
+            Some("Production")
+        );
+        assert_eq!(
+            closest("hots", ["site", "management", "hosts"]),
+            Some("hosts")
+        );
         assert_eq!(closest("zzz", ["site"]), None);
     }
 
     #[test]
     fn places_name_list_items() {
-        let v: Value = serde_json::json!({"spec": {"groups": [{"name": "app", "vms": [{"name": "a1"}]}]}});
-        assert_eq!(place("/spec/groups/0/vms/0/host", &v), "spec.groups[app].vms[a1].host");
+        let v: Value =
+            serde_json::json!({"spec": {"groups": [{"name": "app", "vms": [{"name": "a1"}]}]}});
+        assert_eq!(
+            place("/spec/groups/0/vms/0/host", &v),
+            "spec.groups[app].vms[a1].host"
+        );
         assert_eq!(place("", &v), "the document");
     }
 }

@@ -42,7 +42,10 @@ fn minimal_plan_is_valid() {
 
 #[test]
 fn yaml11_boolean_is_a_type_error_at_its_node() {
-    let src = MINIMAL.replace("          host: hv-01\n", "          host: hv-01\n          reverseReplicate: no\n");
+    let src = MINIMAL.replace(
+        "          host: hv-01\n",
+        "          host: hv-01\n          reverseReplicate: no\n",
+    );
     let d = diags(&src);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].code, Code::WrongType);

@@ -48,8 +48,14 @@ impl<'de> Deserialize<'de> for Node {
             pos: Pos {
                 line: u32::try_from(loc.line()).unwrap_or(u32::MAX),
                 column: u32::try_from(loc.column()).unwrap_or(u32::MAX),
-                offset: span.byte_offset().and_then(|o| usize::try_from(o).ok()).unwrap_or(0),
-                len: span.byte_len().and_then(|o| usize::try_from(o).ok()).unwrap_or(0),
+                offset: span
+                    .byte_offset()
+                    .and_then(|o| usize::try_from(o).ok())
+                    .unwrap_or(0),
+                len: span
+                    .byte_len()
+                    .and_then(|o| usize::try_from(o).ok())
+                    .unwrap_or(0),
             },
             kind: s.value,
         })
@@ -121,7 +127,10 @@ impl Node {
         for segment in pointer_segments(pointer) {
             match &node.kind {
                 NodeKind::Map(entries) => {
-                    let (k, v) = entries.iter().rev().find(|(k, _)| k.key_text().as_deref() == Some(segment.as_str()))?;
+                    let (k, v) = entries
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k.key_text().as_deref() == Some(segment.as_str()))?;
                     key = Some(k);
                     node = v;
                 }
@@ -173,14 +182,20 @@ impl Node {
 
     /// Converts to JSON for schema validation. Keys that are not scalars are
     /// reported through `complex_keys` (their pointers) and left out.
-    pub fn to_json(&self, pointer: &mut String, complex_keys: &mut Vec<(String, Pos)>) -> serde_json::Value {
+    pub fn to_json(
+        &self,
+        pointer: &mut String,
+        complex_keys: &mut Vec<(String, Pos)>,
+    ) -> serde_json::Value {
         use serde_json::Value;
         match &self.kind {
             NodeKind::Null => Value::Null,
             NodeKind::Bool(b) => Value::Bool(*b),
             NodeKind::Int(i) => Value::from(*i),
             NodeKind::UInt(u) => Value::from(*u),
-            NodeKind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            NodeKind::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             NodeKind::Str(s) => Value::String(s.clone()),
             NodeKind::Seq(items) => Value::Array(
                 items
@@ -238,7 +253,8 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Node {
-        let opts = serde_saphyr::options! { strict_booleans: true, leading_zero_numbers_as_strings: true };
+        let opts =
+            serde_saphyr::options! { strict_booleans: true, leading_zero_numbers_as_strings: true };
         serde_saphyr::from_str_with_options::<Node>(s, opts).unwrap()
     }
 
@@ -257,6 +273,9 @@ mod tests {
     fn yaml_1_2_scalars() {
         let root = parse("a: yes\nb: 0755\nc: 1:30\nd: true\ne: 0o17\n");
         let v = root.to_json(&mut String::new(), &mut Vec::new());
-        assert_eq!(v, serde_json::json!({"a": "yes", "b": "0755", "c": "1:30", "d": true, "e": 15}));
+        assert_eq!(
+            v,
+            serde_json::json!({"a": "yes", "b": "0755", "c": "1:30", "d": true, "e": 15})
+        );
     }
 }

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Times the validation cases for run.sh, prints the results as Markdown and,
+unless --no-doc, puts them into docs/performance.md between the markers
+
+    <!-- bench:validate:begin -->  ...  <!-- bench:validate:end -->
+
+of its "Validation" section (the rest of the file is left as it is).
+
+Wall time: hyperfine (-N, no shell) when it is on PATH, else a loop of
+fork/exec/wait timed with time.perf_counter. Peak RSS: /usr/bin/time -f %M
+when it exists, else the rusage that wait4 returns for the child; the largest
+of --rss-runs runs. Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BEGIN = "<!-- bench:validate:begin -->"
+END = "<!-- bench:validate:end -->"
+
+
+def run_quiet(cmd):
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+
+def times_hyperfine(cmd, runs, warmup, tmp):
+    out = os.path.join(tmp, "hyperfine.json")
+    subprocess.run(
+        ["hyperfine", "-N", "--style", "none", "--warmup", str(warmup), "--runs", str(runs),
+         "--export-json", out, "--", shlex.join(cmd)],
+        stdout=subprocess.DEVNULL, check=True,
+    )
+    with open(out, encoding="utf-8") as f:
+        return json.load(f)["results"][0]["times"]
+
+
+def times_loop(cmd, runs, warmup):
+    for _ in range(warmup):
+        run_quiet(cmd)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run_quiet(cmd)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def peak_rss_kib(cmd, tmp):
+    if os.access("/usr/bin/time", os.X_OK):
+        out = os.path.join(tmp, "rss.txt")
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out, *cmd],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        with open(out, encoding="utf-8") as f:
+            return int(f.read().strip().splitlines()[-1])
+    pid = os.fork()
+    if pid == 0:  # child: exec the command with its output discarded
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        try:
+            os.execvp(cmd[0], cmd)
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), cmd)
+    return usage.ru_maxrss  # KiB on Linux
+
+
+def fmt_ms(seconds):
+    ms = seconds * 1000
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:,.1f}"
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            kib = int(f.readline().split()[1])
+            mem = f"{kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    load = ""
+    try:
+        with open("/proc/loadavg", encoding="utf-8") as f:
+            load = " ".join(f.read().split()[:3])
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()) if shutil.which("nproc") is None
+        else subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+        "cpu": cpu,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "memory": mem,
+        "load": load,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", required=True, help="JSON file: list of {id, tool, input, cmd}")
+    ap.add_argument("--versions", required=True, help="JSON file: {tool: version}")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rss-runs", type=int, default=3)
+    ap.add_argument("--results", required=True, help="where to write the results as JSON")
+    ap.add_argument("--markdown", required=True, help="where to write the Markdown block")
+    ap.add_argument("--doc", help="docs/performance.md to update")
+    args = ap.parse_args()
+
+    with open(args.cases, encoding="utf-8") as f:
+        cases = json.load(f)
+    with open(args.versions, encoding="utf-8") as f:
+        versions = json.load(f)
+    timer = "hyperfine" if shutil.which("hyperfine") else "loop"
+    host = machine()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            print(f"  timing {case['id']}: {case['tool']} on {case['input']} ...", file=sys.stderr, flush=True)
+            cmd = case["cmd"]
+            if timer == "hyperfine":
+                times = times_hyperfine(cmd, args.runs, args.warmup, tmp)
+            else:
+                times = times_loop(cmd, args.runs, args.warmup)
+            rss = max(peak_rss_kib(cmd, tmp) for _ in range(args.rss_runs))
+            results[case["id"]] = {
+                **case,
+                "times": times,
+                "mean": statistics.mean(times),
+                "sd": statistics.stdev(times) if len(times) > 1 else 0.0,
+                "min": min(times),
+                "rss_kib": rss,
+            }
+
+    rows = [
+        "| Case | Tool | Input | Wall time, mean ± sd (ms) | Min (ms) | Peak RSS (MiB) |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for case in cases:
+        r = results[case["id"]]
+        rows.append(
+            f"| {r['id']} | {r['tool']} | {r['input']} | {fmt_ms(r['mean'])} ± {fmt_ms(r['sd'])} "
+            f"| {fmt_ms(r['min'])} | {r['rss_kib'] / 1024:.1f} |"
+        )
+
+    def ratio(a, b):
+        return results[a]["mean"] / results[b]["mean"]
+
+    targets = []
+    if {"A", "B"} <= results.keys():
+        x = ratio("A", "B")
+        targets.append(("10k-VM plan: failback / jsonschema-cli (JSON)", f"{x:.2f}", "< 1.00 (faster)", x < 1.0))
+    if {"A", "C"} <= results.keys():
+        x = ratio("A", "C")
+        targets.append(("10k-VM plan: failback / ajv-cli (JSON)", f"{x:.2f}", "≤ 0.50 (2× faster)", x <= 0.5))
+    if {"A", "D"} <= results.keys():
+        x = ratio("A", "D")
+        targets.append(("10k-VM plan: failback / ajv-cli (YAML)", f"{x:.2f}", "≤ 0.50 (2× faster)", x <= 0.5))
+    if "E" in results:
+        x = results["E"]["mean"]
+        targets.append(("1,000 plan files: failback wall time", f"{x * 1000:,.0f} ms", "< 1,000 ms", x < 1.0))
+    if {"E", "F"} <= results.keys():
+        x = ratio("E", "F")
+        targets.append(("1,000 plan files: failback / jsonschema-cli (JSON)", f"{x:.2f}", "(context)", None))
+    if {"E", "G"} <= results.keys():
+        x = ratio("E", "G")
+        targets.append(("1,000 plan files: failback / ajv-cli (JSON)", f"{x:.2f}", "(context)", None))
+    trows = ["| Comparison | Measured | Target | Met |", "| --- | ---: | --- | --- |"]
+    for name, value, target, met in targets:
+        trows.append(f"| {name} | {value} | {target} | {'—' if met is None else ('yes' if met else '**no**')} |")
+
+    timing = (f"hyperfine {versions.get('hyperfine', '')}".strip() + ", `-N`" if timer == "hyperfine"
+              else "a fork/exec/wait loop timed with `time.perf_counter`")
+    rss_how = "`/usr/bin/time -f %M`" if os.access("/usr/bin/time", os.X_OK) else "`wait4` rusage"
+    tools = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "hyperfine")
+    lines = [
+        BEGIN,
+        f"Measured {started} with `benches/validate/run.sh` ({args.runs} timed runs after "
+        f"{args.warmup} warm-up runs per case, timed with {timing}; peak RSS is the largest of "
+        f"{args.rss_runs} runs under {rss_how}).",
+        "",
+        f"- Machine: {host['cpu']}, `nproc` = {host['nproc']}, {host['memory']} memory, {host['kernel']}; "
+        f"load average at start {host['load']}",
+        f"- Versions: {tools}",
+        "",
+        *rows,
+        "",
+        *trows,
+        END,
+    ]
+    block = "\n".join(lines) + "\n"
+    with open(args.markdown, "w", encoding="utf-8") as f:
+        f.write(block)
+    with open(args.results, "w", encoding="utf-8") as f:
+        json.dump({"machine": host, "versions": versions, "timer": timer, "started": started,
+                   "results": results}, f, indent=2)
+    print()
+    print(block)
+
+    if args.doc:
+        update_doc(args.doc, block)
+        print(f"updated {os.path.relpath(args.doc)}", file=sys.stderr)
+
+
+def update_doc(path, block):
+    """Replaces the marked block; creates the file or the section if missing."""
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    if BEGIN in text and END in text:
+        pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        if not text:
+            text = "# Performance\n"
+        text = text.rstrip("\n") + "\n\n## Validation\n\n" + block
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
