@@ -5,4 +5,5 @@
 
 mod docs;
 mod examples;
+mod lab_cases;
 mod schema;

@@ -168,9 +168,10 @@ impl Journal {
 
     pub fn append(&self, line: &str) {
         if let Ok(mut guard) = self.file.lock()
-            && let Some(f) = guard.as_mut() {
-                let _ = writeln!(f, "{line}");
-            }
+            && let Some(f) = guard.as_mut()
+        {
+            let _ = writeln!(f, "{line}");
+        }
     }
 
     /// The last step each VM started or finished, from the journal.

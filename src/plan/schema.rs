@@ -105,10 +105,20 @@ impl Transform for EditorFriendly {
             {
                 obj.remove("format");
             }
+            // An enum variant's doc comment lands on its `oneOf` branch: give
+            // it to the branch's one property too, where editors show it.
+            let branch_description = obj.get("description").cloned();
             if let Some(Value::Object(props)) = obj.get_mut("properties") {
+                let single = props.len() == 1;
                 for (name, prop) in props.iter_mut() {
                     if let Value::Object(p) = prop {
                         p.entry("title").or_insert_with(|| title_of(name).into());
+                        if single
+                            && !p.contains_key("description")
+                            && let Some(d) = &branch_description
+                        {
+                            p.insert("description".into(), d.clone());
+                        }
                     }
                 }
             }

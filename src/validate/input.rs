@@ -48,6 +48,17 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
         }
     }
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if let Some(name) = wide_encoding(body) {
+        // ASCII text in UTF-16 or UTF-32 is valid UTF-8 full of NUL bytes:
+        // name the encoding rather than report the first NUL.
+        return Err(Box::new(
+            Diagnostic::new(
+                Code::NotUtf8,
+                format!("the file looks like {name} text without a byte-order mark, not UTF-8"),
+            )
+            .with_help(SAVE_AS_UTF8),
+        ));
+    }
     match std::str::from_utf8(body) {
         Ok(text) => Ok(text),
         Err(e) => {
@@ -55,31 +66,59 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
             let (line, column) = line_column(valid);
             let bad = &body[e.valid_up_to()..body.len().min(e.valid_up_to() + 4)];
             let hex: Vec<String> = bad.iter().map(|b| format!("{b:02X}")).collect();
-            let guess = if looks_utf16(body) {
-                " (it looks like UTF-16 without a byte-order mark)"
-            } else {
-                ""
-            };
+            // The report shows the text decoded lossily; the span is the
+            // replacement character that stands for the first bad byte.
+            let offset = printable(&String::from_utf8_lossy(valid)).len();
             Err(Box::new(
                 Diagnostic::new(
                     Code::NotUtf8,
                     format!(
-                        "the file is not valid UTF-8: bytes {} at line {line}, column {column}{guess}",
+                        "the file is not valid UTF-8: bytes {} cannot be decoded",
                         hex.join(" ")
                     ),
                 )
-                .with_help(SAVE_AS_UTF8)
-                .at(line, column, 0, 0),
+                .with_help(format!(
+                    "{SAVE_AS_UTF8}; a file from Windows is often Windows-1252 (`iconv -f WINDOWS-1252 -t UTF-8`)"
+                ))
+                .at(line, column, offset, '\u{FFFD}'.len_utf8()),
             ))
         }
     }
 }
 
-/// Many NUL bytes at odd or even positions: UTF-16 text without a BOM.
-fn looks_utf16(bytes: &[u8]) -> bool {
+/// The bytes as text to show with a decoding error: invalid sequences and
+/// control characters replaced by U+FFFD, as [`decode`]'s spans expect.
+pub fn lossy_source(bytes: &[u8]) -> String {
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    printable(&String::from_utf8_lossy(body))
+}
+
+/// UTF-16 or UTF-32 without a byte-order mark, recognised by where the NUL
+/// bytes of ASCII characters fall in the first bytes of the file.
+fn wide_encoding(bytes: &[u8]) -> Option<&'static str> {
     let sample = &bytes[..bytes.len().min(512)];
-    let zeros = sample.iter().filter(|b| **b == 0).count();
-    sample.len() >= 8 && zeros * 3 >= sample.len()
+    if sample.len() < 8 {
+        return None;
+    }
+    let zeros_at = |width: usize, lane: usize| {
+        sample
+            .chunks_exact(width)
+            .filter(|unit| unit.iter().enumerate().all(|(i, b)| (*b == 0) == (i != lane)))
+            .count()
+    };
+    let units = |width: usize| sample.len() / width;
+    let mostly = |count: usize, width: usize| count * 4 >= units(width) * 3;
+    if mostly(zeros_at(4, 0), 4) {
+        Some("UTF-32 LE")
+    } else if mostly(zeros_at(4, 3), 4) {
+        Some("UTF-32 BE")
+    } else if mostly(zeros_at(2, 0), 2) {
+        Some("UTF-16 LE")
+    } else if mostly(zeros_at(2, 1), 2) {
+        Some("UTF-16 BE")
+    } else {
+        None
+    }
 }
 
 fn line_column(prefix: &[u8]) -> (u32, u32) {
@@ -100,16 +139,27 @@ fn clamp(n: usize) -> u32 {
 }
 
 /// A control character is refused wherever it stands, before parsing: YAML
-/// forbids most of them, and in a plan they only ever hide something.
+/// forbids most of them, and in a plan they only ever hide something. So do
+/// the bidirectional overrides of "Trojan Source" (CVE-2021-42574): they make
+/// a reviewer read text in another order than the program does.
 pub fn control_character(text: &str) -> Option<Box<Diagnostic>> {
     let (offset, ch) = text
         .char_indices()
         .find(|(_, c)| is_forbidden_control(*c))?;
     let (line, column) = line_column(&text.as_bytes()[..offset]);
+    let name = match ch {
+        '\0' => " (NUL)",
+        '\u{1B}' => " (escape)",
+        '\u{7F}' => " (delete)",
+        '\u{85}' => " (next line)",
+        '\u{FEFF}' => " (a byte-order mark inside the text)",
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => " (a bidirectional text override)",
+        _ => "",
+    };
     Some(Box::new(
         Diagnostic::new(
             Code::ControlCharacter,
-            format!("control character U+{:04X} at line {line}, column {column}", u32::from(ch)),
+            format!("control character U+{:04X}{name}", u32::from(ch)),
         )
         .with_help("remove it; a plan is plain text (tabs and line breaks are the only control characters allowed)")
         .at(line, column, offset, ch.len_utf8()),
@@ -117,7 +167,8 @@ pub fn control_character(text: &str) -> Option<Box<Diagnostic>> {
 }
 
 fn is_forbidden_control(c: char) -> bool {
-    (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FEFF}')
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        || matches!(c, '\u{FEFF}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The text with control characters replaced by U+FFFD, safe to show.
@@ -142,76 +193,233 @@ pub fn mentions_plan_kind_bytes(bytes: &[u8]) -> bool {
     bytes.windows(12).any(|w| w == b"FailbackPlan")
 }
 
+/// The parser limits, as [`yaml_error`] words them (`parse_options` in the
+/// parent module sets them).
+pub const MAX_DEPTH: usize = 32;
+pub const MAX_ALIASES: usize = 1_000;
+pub const MAX_ANCHORS: usize = 1_000;
+pub const MAX_NODES: usize = 2_000_000;
+pub const MAX_REPLAYED_EVENTS: usize = 100_000;
+
+const FLATTEN: &str = "a plan is at most 32 levels deep (a VM's network is at level 8); remove the extra nesting";
+const EXPAND_ALIASES: &str = "write the values out instead of nesting aliases of aliases";
+
 /// A serde-saphyr error as a located diagnostic.
 pub fn yaml_error(text: &str, err: &serde_saphyr::Error) -> Diagnostic {
     use serde_saphyr::Error as E;
-    let inner = err.without_snippet();
-    let (code, message, help) = match inner {
+    use serde_saphyr::budget::BudgetBreach as B;
+    // Alias and snippet wrappers carry locations; the error inside says what.
+    let mut inner = err.without_snippet();
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let (code, message, help): (Code, String, String) = match inner {
         E::DuplicateMappingKey { key, .. } => (
             Code::DuplicateKey,
             match key {
-                Some(k) => format!("duplicate key '{k}' in this mapping"),
+                Some(k) => format!("duplicate key '{}' in this mapping", super::suggest::shorten(k)),
                 None => "duplicate key in this mapping".to_owned(),
             },
             "a key may appear once per mapping: remove or merge the repeated entry".to_owned(),
         ),
-        E::MultipleDocuments { .. } => (
+        E::MultipleDocuments { .. }
+        | E::Budget {
+            breach: B::Documents { .. },
+            ..
+        } => (
             Code::MultipleDocuments,
             "a second YAML document starts here; a plan file holds exactly one".to_owned(),
             "put each plan in its own file, or remove the `---` separator".to_owned(),
         ),
-        E::Budget { breach, .. } => (
-            Code::YamlBudget,
-            format!("the document exceeds a parsing limit: {breach:?}"),
-            "plans are at most 32 levels deep with at most 1,000 aliases and anchors; expand the aliases or flatten the structure".to_owned(),
-        ),
+        E::Budget { breach, .. } => {
+            let (message, help) = match breach {
+                B::Depth { .. } => (
+                    format!("the document is nested more than {MAX_DEPTH} levels deep"),
+                    FLATTEN,
+                ),
+                B::Aliases { .. } => (
+                    format!("the document uses more than {MAX_ALIASES} aliases (`*name`)"),
+                    EXPAND_ALIASES,
+                ),
+                B::Anchors { .. } => (
+                    format!("the document defines more than {MAX_ANCHORS} anchors (`&name`)"),
+                    "a plan needs few anchors; remove the unused ones",
+                ),
+                B::Nodes { .. } | B::Events { .. } => (
+                    format!("the document has more than {MAX_NODES} values"),
+                    "split the plan into several plans, one per application or wave",
+                ),
+                B::ScalarBytes { .. } => (
+                    format!("the text values add up to more than {MAX_PLAN_BYTES} bytes"),
+                    "split the plan into several plans, one per application or wave",
+                ),
+                B::RecordedAnchorEvents { .. }
+                | B::RecordedAnchorBytes { .. }
+                | B::AliasAnchorRatio { .. }
+                | B::MergeKeys { .. } => (
+                    format!(
+                        "aliases expand to more than {MAX_REPLAYED_EVENTS} values (each alias of an alias multiplies the size)"
+                    ),
+                    EXPAND_ALIASES,
+                ),
+                other => (
+                    format!("the document exceeds a parsing limit ({other:?})"),
+                    EXPAND_ALIASES,
+                ),
+            };
+            (Code::YamlBudget, message, help.to_owned())
+        }
         E::AliasReplayLimitExceeded { .. }
         | E::AliasExpansionLimitExceeded { .. }
         | E::AliasReplayStackDepthExceeded { .. }
         | E::AliasReplayCounterOverflow { .. } => (
             Code::YamlBudget,
-            "aliases expand to more nodes than a plan may have".to_owned(),
-            "write the values out instead of nesting aliases of aliases".to_owned(),
+            format!(
+                "aliases expand to more than {MAX_REPLAYED_EVENTS} values (each alias of an alias multiplies the size)"
+            ),
+            EXPAND_ALIASES.to_owned(),
+        ),
+        E::UnknownAnchor { .. } => (
+            Code::YamlSyntax,
+            "this alias (`*name`) refers to an anchor that is not defined before it".to_owned(),
+            "define the anchor with `&name` on a value above this line, or write the value out"
+                .to_owned(),
+        ),
+        E::NonFiniteFloat { value, .. } => (
+            Code::WrongType,
+            format!(
+                "'{}' reads as an infinite or not-a-number float, which no plan field accepts",
+                super::suggest::shorten(value)
+            ),
+            format!(
+                "quote it if it is text (\"{}\"), or write a whole number",
+                super::suggest::shorten(value)
+            ),
         ),
         other => {
-            let text = other.to_string();
-            let message = strip_location_prefix(&text);
+            use serde_saphyr::MessageFormatter as _;
+            let message: String = serde_saphyr::DefaultMessageFormatter
+                .format_message(other)
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
             let (code, help) = if message.contains("recursion limit") {
-                (Code::YamlBudget, "plans are at most 32 levels deep; flatten the structure")
+                (Code::YamlBudget, FLATTEN.to_owned())
             } else if message.contains("tab") {
-                (Code::YamlSyntax, "indent with spaces; YAML does not allow tabs for indentation")
+                (
+                    Code::YamlSyntax,
+                    "indent with spaces; YAML does not allow tabs for indentation".to_owned(),
+                )
             } else {
-                (Code::YamlSyntax, "fix the YAML syntax at this position")
+                (Code::YamlSyntax, syntax_help(text, err))
             };
-            (code, message.to_owned(), help.to_owned())
+            let message = if code == Code::YamlBudget {
+                format!("the document is nested more than {MAX_DEPTH} levels deep")
+            } else {
+                message
+            };
+            (code, message, help)
         }
     };
     let diag = Diagnostic::new(code, message).with_help(help);
-    match inner.location() {
+    match err.location() {
         Some(loc) if loc.line() > 0 => {
             let line = u32::try_from(loc.line()).unwrap_or(u32::MAX);
-            let column = u32::try_from(loc.column()).unwrap_or(u32::MAX).max(1);
-            let offset = loc
+            let mut column = u32::try_from(loc.column()).unwrap_or(u32::MAX).max(1);
+            let mut offset = loc
                 .span()
                 .byte_offset()
                 .and_then(|o| usize::try_from(o).ok())
                 .filter(|o| *o <= text.len())
                 .unwrap_or_else(|| offset_of(text, line, column));
-            diag.at(line, column, offset, 0)
+            if diag.message.contains("tab") {
+                // The parser stops after the tab; the tab is what to fix.
+                if let Some((tab_offset, tab_column)) = leading_tab(text, offset) {
+                    offset = tab_offset;
+                    column = tab_column;
+                }
+            }
+            let len = if diag.message.contains("tab") { 1 } else { 0 };
+            diag.at(line, column, offset, len)
         }
         _ => diag,
     }
 }
 
-fn strip_location_prefix(message: &str) -> &str {
-    let re_like = message
-        .strip_prefix("line ")
-        .and_then(|rest| rest.split_once(": "))
-        .filter(|(loc, _)| loc.contains("column"));
-    match re_like {
-        Some((_, tail)) => tail,
-        None => message,
+/// The first tab in the indentation of the line that holds `offset`.
+fn leading_tab(text: &str, offset: usize) -> Option<(usize, u32)> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |p| p + 1);
+    let line = &text[start..];
+    let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+    let tab = line[..indent].find('\t')?;
+    Some((start + tab, clamp(line[..tab].chars().count() + 1)))
+}
+
+/// The help for a syntax error: an unclosed `[` or `{` before the error is
+/// the usual cause, and the parser only notices it lines later.
+fn syntax_help(text: &str, err: &serde_saphyr::Error) -> String {
+    let offset = err
+        .location()
+        .and_then(|l| l.span().byte_offset())
+        .and_then(|o| usize::try_from(o).ok())
+        .unwrap_or(text.len())
+        .min(text.len());
+    match unclosed_bracket(text.get(..offset).unwrap_or(text)) {
+        Some((open, line, column)) => {
+            let close = if open == '[' { ']' } else { '}' };
+            format!("the `{open}` at line {line}, column {column} is never closed: add `{close}` at the end of its value")
+        }
+        None => "fix the YAML syntax at this position".to_owned(),
     }
+}
+
+/// The innermost flow bracket still open at the end of `text`, with its
+/// line and column, skipping quoted text and comments. Block scalars are
+/// not recognised, so this is a hint for a help line, not a parser.
+fn unclosed_bracket(text: &str) -> Option<(char, u32, u32)> {
+    let mut stack: Vec<(char, u32, u32)> = Vec::new();
+    let (mut line, mut column) = (1u32, 0u32);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        column = column.saturating_add(1);
+        if c == '\n' {
+            line = line.saturating_add(1);
+            column = 0;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        match quote {
+            _ if comment => {}
+            Some('"') if c == '\\' => {
+                chars.next();
+                column = column.saturating_add(1);
+            }
+            Some(q) if c == q => {
+                if q == '\'' && chars.peek() == Some(&'\'') {
+                    chars.next();
+                    column = column.saturating_add(1);
+                } else {
+                    quote = None;
+                }
+            }
+            Some(_) => {}
+            None => match c {
+                '#' if prev.is_whitespace() => comment = true,
+                '"' | '\'' if !prev.is_alphanumeric() => quote = Some(c),
+                '[' | '{' => stack.push((c, line, column)),
+                ']' | '}' => {
+                    stack.pop();
+                }
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    stack.pop()
 }
 
 fn offset_of(text: &str, line: u32, column: u32) -> usize {

@@ -159,9 +159,10 @@ fn abort_hook(counter: &AtomicU32) {
     if let Some(at) = std::env::var("FAILBACK_TEST_ABORT_AT_STEP")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
-        && n >= at {
-            std::process::abort();
-        }
+        && n >= at
+    {
+        std::process::abort();
+    }
 }
 
 struct Shared {
@@ -176,6 +177,18 @@ struct Shared {
 /// done, waits at a gate, or is stopped by an error. A group starts only
 /// when every VM of the group before it is done or at a gate.
 pub async fn apply(
+    plan: FailbackPlan,
+    provider: Arc<dyn Provider>,
+    sink: Arc<dyn EventSink>,
+    options: RunOptions,
+) -> RunReport {
+    let span = info_span!("run", plan = %plan.metadata.name);
+    run_groups(plan, provider, sink, options)
+        .instrument(span)
+        .await
+}
+
+async fn run_groups(
     plan: FailbackPlan,
     provider: Arc<dyn Provider>,
     sink: Arc<dyn EventSink>,

@@ -54,7 +54,9 @@ pub enum LabError {
     #[error("host '{host}' has no vSwitch '{vswitch}'")]
     UnknownVswitch { host: String, vswitch: String },
 
-    #[error("{what} is disconnected; reconnect it (lab: `failback lab fault connect`) and run again")]
+    #[error(
+        "{what} is disconnected; reconnect it (lab: `failback lab fault connect`) and run again"
+    )]
     Disconnected { what: String },
 
     #[error("cannot {action} VM '{vm}': it is {state}, {expected}")]
@@ -106,7 +108,10 @@ pub enum LabError {
 
 impl LabError {
     /// An I/O error on `path` while doing `what`.
-    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> LabError {
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> LabError {
         let path = path.into();
         move |source| LabError::Io { what, path, source }
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use rand::SeedableRng;
 use rand::seq::index;
-use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -70,7 +70,9 @@ const REGION: u64 = 256 * 1024;
 /// (`KiB`, `MiB`, `GiB`, `TiB`; `K`, `M`, `G`, `T` alike; `B`), such as `64MiB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let number: u64 = digits
         .parse()
@@ -128,7 +130,16 @@ pub fn init(dir: &Path, plan: &FailbackPlan, opts: &InitOptions) -> Result<(), L
     jobs.par_iter()
         .map(make_disk)
         .collect::<Result<Vec<()>, LabError>>()?;
-    for dir in jobs.iter().flat_map(|j| [j.recovery.parent(), j.primary.as_deref().and_then(Path::parent)]).flatten() {
+    for dir in jobs
+        .iter()
+        .flat_map(|j| {
+            [
+                j.recovery.parent(),
+                j.primary.as_deref().and_then(Path::parent),
+            ]
+        })
+        .flatten()
+    {
         sync_dir(dir)?;
     }
 
@@ -148,7 +159,9 @@ pub fn init(dir: &Path, plan: &FailbackPlan, opts: &InitOptions) -> Result<(), L
 
 fn check_options(plan: &FailbackPlan, opts: &InitOptions) -> Result<(), LabError> {
     if opts.disk_size == 0 {
-        return Err(LabError::InvalidOption("--disk-size must be more than 0 bytes".into()));
+        return Err(LabError::InvalidOption(
+            "--disk-size must be more than 0 bytes".into(),
+        ));
     }
     if opts.disks == 0 || opts.disks > MAX_DISKS {
         return Err(LabError::InvalidOption(format!(
@@ -203,7 +216,7 @@ fn build(lab: &Lab, plan: &FailbackPlan, opts: &InitOptions) -> (LabWorld, Vec<D
     for (_, vm) in plan.vms() {
         let name = vm.name.to_string();
         let dir = vm_dir_name(&name);
-        let missing = opts.missing.iter().any(|m| *m == name);
+        let missing = opts.missing.contains(&name);
         let networks: Vec<NetworkAttachment> = vm
             .networks
             .iter()
@@ -238,12 +251,20 @@ fn build(lab: &Lab, plan: &FailbackPlan, opts: &InitOptions) -> (LabWorld, Vec<D
             dir,
             state: Lifecycle::RunningInRecovery,
             active: Site::Recovery,
-            recovery: RecoveryVm { exists: true, running: true, disks: recovery_disks },
+            recovery: RecoveryVm {
+                exists: true,
+                running: true,
+                disks: recovery_disks,
+            },
             primary: PrimaryVm {
                 exists: !missing,
                 host: (!missing).then(|| vm.host.to_string()),
                 running: false,
-                networks: if missing { Vec::new() } else { networks.clone() },
+                networks: if missing {
+                    Vec::new()
+                } else {
+                    networks.clone()
+                },
                 disks: primary_disks,
             },
             protection: Protection::None,
@@ -269,7 +290,9 @@ fn build(lab: &Lab, plan: &FailbackPlan, opts: &InitOptions) -> (LabWorld, Vec<D
             connected: true,
             hosts,
         },
-        recovery: RecoverySite { site: plan.spec.recovery.site.to_string() },
+        recovery: RecoverySite {
+            site: plan.spec.recovery.site.to_string(),
+        },
         vms,
         latency_ms: opts.latency_ms,
         seed: opts.seed,
@@ -309,8 +332,18 @@ pub(crate) fn create_sparse(path: &Path, size: u64) -> Result<File, LabError> {
 /// (in [`REGION`]-sized writes, the rest a hole), the same on the primary
 /// copy, then `drift_percent` of the primary's blocks overwritten with other
 /// random bytes.
+///
+/// The bytes come from a BLAKE3 output stream (fast even in debug builds,
+/// where a generic RNG would be compiled unoptimised), positions from a
+/// seeded ChaCha RNG. The images' data is not fsynced: the lab never trusts
+/// an image's bytes without hashing them, so a power cut that loses some of
+/// them only changes the arbitrary content of a fresh lab. Their directory
+/// entries are fsynced by the caller, and `world.json` is written last.
 fn make_disk(job: &DiskJob) -> Result<(), LabError> {
     let mut rng = ChaCha8Rng::from_seed(job.seed);
+    let mut bytes = blake3::Hasher::new_derive_key("failback lab disk bytes v1")
+        .update(&job.seed)
+        .finalize_xof();
     let recovery = create_sparse(&job.recovery, job.size)?;
     let primary = match &job.primary {
         Some(path) => Some((create_sparse(path, job.size)?, path)),
@@ -326,7 +359,7 @@ fn make_disk(job: &DiskJob) -> Result<(), LabError> {
         let offset = region * REGION;
         let len = (job.size - offset).min(REGION) as usize;
         let data = &mut buf[..len];
-        rng.fill_bytes(data);
+        bytes.fill(data);
         write_at(&recovery, &job.recovery, data, offset)?;
         if let Some((file, path)) = &primary {
             write_at(file, path, data, offset)?;
@@ -342,12 +375,11 @@ fn make_disk(job: &DiskJob) -> Result<(), LabError> {
         for b in drift {
             let offset = b * BLOCK as u64;
             let len = (job.size - offset).min(BLOCK as u64) as usize;
-            rng.fill_bytes(&mut block[..len]);
+            bytes.fill(&mut block[..len]);
             write_at(file, path, &block[..len], offset)?;
         }
-        file.sync_all().map_err(LabError::io("flushing", path.as_path()))?;
     }
-    recovery.sync_all().map_err(LabError::io("flushing", &job.recovery))
+    Ok(())
 }
 
 /// `amount` distinct indices below `length` (clamped: never panics).

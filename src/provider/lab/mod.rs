@@ -1,54 +1,253 @@
-//! The lab provider (lab.md). PLACEHOLDER: the signatures the CLI expects
-//! (src/cli/world.rs); replace this whole file.
+//! The lab provider (lab.md): both sites of a failback in one directory, with
+//! simulated power state and connectivity and **real** disks, so that a
+//! failback can be rehearsed and tested with no Azure and no Hyper-V.
+//!
+//! # On disk
+//!
+//! ```text
+//! LAB/world.json     the world (LabWorld): sites, hosts, VMs, bookkeeping
+//! LAB/world.lock     locked exclusively for every read-modify-write
+//! LAB/events.jsonl   append-only: recovery-off, verified, power-on, commit
+//! LAB/disks/<vm-dir>/recovery/disk0.img      raw sparse images (+ disk0.changes, the change map)
+//! LAB/disks/<vm-dir>/primary/disk0.img
+//! LAB/disks/<vm-dir>/replica/disk0.img       after reverse replication
+//! ```
+//!
+//! `<vm-dir>` is the VM name made file-system-safe plus a short hash of it.
+//!
+//! # Guarantees
+//!
+//! - World updates are atomic and durable (temporary file, fsync, rename,
+//!   fsync of the directory) and serialised between processes by an
+//!   exclusive lock on `world.lock`, held for one read-modify-write and never
+//!   during a long copy: `lab write` runs while `apply` does.
+//! - Every action re-reads the world under the lock, records its intent
+//!   before its effect, and is idempotent (see [`crate::provider`]).
+//! - A primary VM is started only by the lab's power-on step, which refuses
+//!   unless every primary disk hashes, at that moment, to the image digest
+//!   the recovery disk had when the recovery VM was confirmed off, and a
+//!   verification record says so. `events.jsonl` logs each verification and
+//!   each power-on, so that tests can check this from outside.
+//! - Recovery disks are deleted only by commit, from `commit-pending` with
+//!   the primary VM running.
+//!
+//! # Assumptions
+//!
+//! Only the lab writes the disks (guests through `lab write`); one runner
+//! acts on a VM at a time (the plan's run lock).
+//!
+//! # Test-only hook
+//!
+//! [`TEST_ABORT_ENV`] (`FAILBACK_TEST_ABORT_AT_SYNC_BYTES=N`) aborts the
+//! process inside the first sync that reaches source offset `N`, to test
+//! that a crashed failback completes when run again. Never set it otherwise.
 
-use std::path::Path;
+mod actions;
+mod error;
+mod faults;
+mod guest;
+mod init;
+mod world;
 
-use crate::plan::FailbackPlan;
-use crate::provider::{
-    BoxFuture, FailbackRequest, ProgressFn, Provider, ProviderError, ProviderResult, World,
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use actions::TEST_ABORT_ENV;
+pub use error::LabError;
+pub use faults::{Fault, inject_fault};
+pub use guest::{DiskWrite, GuestWrite, write_guest_blocks};
+pub use init::{InitOptions, MAX_DISKS, init, parse_size};
+pub use world::{
+    DISKS_DIR, EVENTS_FILE, LOCK_FILE, LabDisk, LabHost, LabVm, LabWorld, NetworkAttachment,
+    PrimarySite, PrimaryVm, Protection, RecoverySite, RecoveryVm, Replica, Site,
+    VerificationRecord, VmFaults, WORLD_FILE, WORLD_VERSION,
 };
 
-#[derive(Debug, Default)]
-pub struct InitOptions {}
+use world::Lab;
 
+use super::{
+    BoxFuture, FailbackRequest, ObservedHost, ObservedVm, ProgressFn, Provider, ProviderError,
+    ProviderResult, World,
+};
+use crate::plan::FailbackPlan;
+use crate::provider::Lifecycle;
+
+/// Whether `dir` holds a lab world.
 pub fn exists(dir: &Path) -> bool {
-    dir.join("world.json").exists()
+    dir.join(WORLD_FILE).is_file()
 }
 
-pub fn init(_dir: &Path, _plan: &FailbackPlan, _opts: &InitOptions) -> Result<(), String> {
-    Err("not built yet".into())
+/// The lab world in `dir`, read as it is now (for `lab show`).
+///
+/// Errors: no world, or a world file that cannot be read or is invalid.
+pub fn show(dir: &Path) -> Result<LabWorld, LabError> {
+    Lab::open(dir)?.read()
 }
 
-pub struct LabProvider;
+/// The lab as a [`Provider`].
+#[derive(Clone, Debug)]
+pub struct LabProvider {
+    lab: Arc<Lab>,
+}
 
 impl LabProvider {
-    pub fn open(_dir: &Path) -> Result<LabProvider, String> {
-        Err("not built yet".into())
+    /// Opens the lab world in `dir`.
+    ///
+    /// Errors: no world there, or one that cannot be read.
+    pub fn open(dir: &Path) -> Result<Self, LabError> {
+        Ok(LabProvider {
+            lab: Arc::new(Lab::open(dir)?),
+        })
+    }
+
+    /// The lab directory (absolute).
+    pub fn dir(&self) -> &Path {
+        self.lab.dir()
+    }
+
+    /// Runs `work` on a blocking thread after the world's simulated latency.
+    async fn run<T, F>(&self, work: F) -> ProviderResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Lab) -> Result<T, LabError> + Send + 'static,
+    {
+        let lab = Arc::clone(&self.lab);
+        let latency = blocking(Arc::clone(&lab), |lab| Ok(lab.read()?.latency_ms)).await?;
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        blocking(lab, work).await
+    }
+}
+
+async fn blocking<T, F>(lab: Arc<Lab>, work: F) -> ProviderResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Lab) -> Result<T, LabError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || work(&lab)).await {
+        Ok(result) => result.map_err(ProviderError::from),
+        Err(e) => Err(ProviderError::from(LabError::Task(e.to_string()))),
     }
 }
 
 impl Provider for LabProvider {
-    fn observe<'a>(&'a self, _plan: &'a FailbackPlan) -> BoxFuture<'a, ProviderResult<World>> {
-        Box::pin(async { Err(ProviderError::Failed("not built".into())) })
+    fn observe<'a>(&'a self, plan: &'a FailbackPlan) -> BoxFuture<'a, ProviderResult<World>> {
+        let names: Vec<String> = plan.vms().map(|(_, vm)| vm.name.to_string()).collect();
+        Box::pin(self.run(move |lab| Ok(observe_world(&lab.read()?, &names))))
     }
+
     fn start_failback<'a>(
         &'a self,
-        _req: &'a FailbackRequest,
-        _p: ProgressFn,
+        req: &'a FailbackRequest,
+        progress: ProgressFn,
     ) -> BoxFuture<'a, ProviderResult<()>> {
-        Box::pin(async { Err(ProviderError::Failed("not built".into())) })
+        let req = req.clone();
+        Box::pin(self.run(move |lab| actions::start_failback(lab, &req, &progress)))
     }
-    fn complete<'a>(&'a self, _vm: &'a str, _p: ProgressFn) -> BoxFuture<'a, ProviderResult<()>> {
-        Box::pin(async { Err(ProviderError::Failed("not built".into())) })
+
+    fn complete<'a>(
+        &'a self,
+        vm: &'a str,
+        progress: ProgressFn,
+    ) -> BoxFuture<'a, ProviderResult<()>> {
+        let vm = vm.to_owned();
+        Box::pin(self.run(move |lab| actions::complete(lab, &vm, &progress)))
     }
-    fn commit<'a>(&'a self, _vm: &'a str) -> BoxFuture<'a, ProviderResult<()>> {
-        Box::pin(async { Err(ProviderError::Failed("not built".into())) })
+
+    fn commit<'a>(&'a self, vm: &'a str) -> BoxFuture<'a, ProviderResult<()>> {
+        let vm = vm.to_owned();
+        Box::pin(self.run(move |lab| actions::commit(lab, &vm)))
     }
+
     fn reverse_replicate<'a>(
         &'a self,
-        _vm: &'a str,
-        _p: ProgressFn,
+        vm: &'a str,
+        progress: ProgressFn,
     ) -> BoxFuture<'a, ProviderResult<()>> {
-        Box::pin(async { Err(ProviderError::Failed("not built".into())) })
+        let vm = vm.to_owned();
+        Box::pin(self.run(move |lab| actions::reverse_replicate(lab, &vm, &progress)))
+    }
+}
+
+/// The provider's view of the world for the VMs named (those the lab does
+/// not know are left out). vSwitches are unknown (`None`) on a host that
+/// cannot be reached.
+fn observe_world(world: &LabWorld, names: &[String]) -> World {
+    let hosts = world
+        .primary
+        .hosts
+        .iter()
+        .map(|h| {
+            let connected = world.primary.connected && h.connected;
+            ObservedHost {
+                name: h.name.clone(),
+                connected,
+                vswitches: connected.then(|| h.vswitches.clone()),
+            }
+        })
+        .collect();
+    let vms = names
+        .iter()
+        .filter_map(|name| world.vms.iter().find(|v| &v.name == name))
+        .map(|vm| ObservedVm {
+            name: vm.name.clone(),
+            state: vm.state,
+            failover_committed: vm.failover_committed,
+            has_recovery_point: vm.has_recovery_point,
+            recovery_exists: vm.recovery.exists,
+            recovery_running: vm.recovery.running,
+            primary_exists: vm.primary.exists,
+            primary_host: vm.primary.host.clone().filter(|_| vm.primary.exists),
+            primary_running: vm.primary.running,
+            sync_mode: vm.sync_mode.filter(|_| {
+                !matches!(
+                    vm.state,
+                    Lifecycle::RunningInRecovery | Lifecycle::Committed | Lifecycle::Protected
+                )
+            }),
+            days_in_recovery: vm.days_in_recovery,
+            downtime_ms: vm.downtime_ms,
+        })
+        .collect();
+    World {
+        primary_connected: world.primary.connected,
+        hosts,
+        vms,
+    }
+}
+
+/// Writes all of `buf` at `offset` of `file` (`path` names it in errors).
+pub(crate) fn write_at(file: &File, path: &Path, buf: &[u8], offset: u64) -> Result<(), LabError> {
+    let failed = |e| LabError::Io {
+        what: "writing",
+        path: PathBuf::from(path),
+        source: e,
+    };
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, buf, offset).map_err(failed)
+    }
+    #[cfg(windows)]
+    {
+        let mut written = 0;
+        while written < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_write(
+                file,
+                &buf[written..],
+                offset + written as u64,
+            )
+            .map_err(failed)?;
+            if n == 0 {
+                return Err(failed(std::io::Error::from(std::io::ErrorKind::WriteZero)));
+            }
+            written += n;
+        }
+        Ok(())
     }
 }

@@ -201,9 +201,9 @@ pub struct NetworkAttachment {
 #[serde(rename_all = "camelCase")]
 pub struct VerificationRecord {
     /// Image digest of the recovery disk recorded at shutdown.
-    pub recorded_digest: String,
+    pub shutdown_digest: String,
     /// Image digest read from the primary disk.
-    pub verified_digest: String,
+    pub primary_digest: String,
     pub equal: bool,
     pub at_ms: u64,
 }
@@ -230,14 +230,18 @@ impl LabWorld {
         self.vms
             .iter()
             .find(|v| v.name == name)
-            .ok_or_else(|| LabError::UnknownVm { vm: name.to_owned() })
+            .ok_or_else(|| LabError::UnknownVm {
+                vm: name.to_owned(),
+            })
     }
 
     pub fn vm_mut(&mut self, name: &str) -> Result<&mut LabVm, LabError> {
         self.vms
             .iter_mut()
             .find(|v| v.name == name)
-            .ok_or_else(|| LabError::UnknownVm { vm: name.to_owned() })
+            .ok_or_else(|| LabError::UnknownVm {
+                vm: name.to_owned(),
+            })
     }
 
     pub fn host(&self, name: &str) -> Option<&LabHost> {
@@ -249,7 +253,9 @@ impl LabWorld {
             .hosts
             .iter_mut()
             .find(|h| h.name == name)
-            .ok_or_else(|| LabError::UnknownHost { host: name.to_owned() })
+            .ok_or_else(|| LabError::UnknownHost {
+                host: name.to_owned(),
+            })
     }
 
     /// Fails unless the primary site and `host` are connected.
@@ -260,7 +266,9 @@ impl LabWorld {
             });
         }
         match self.host(host) {
-            None => Err(LabError::UnknownHost { host: host.to_owned() }),
+            None => Err(LabError::UnknownHost {
+                host: host.to_owned(),
+            }),
             Some(h) if !h.connected => Err(LabError::Disconnected {
                 what: format!("host '{host}'"),
             }),
@@ -279,7 +287,9 @@ impl Lab {
     /// The lab in `dir`, which must hold a world.
     pub(crate) fn open(dir: &Path) -> Result<Lab, LabError> {
         if !dir.join(WORLD_FILE).is_file() {
-            return Err(LabError::NoWorld { dir: dir.to_path_buf() });
+            return Err(LabError::NoWorld {
+                dir: dir.to_path_buf(),
+            });
         }
         let dir = fs::canonicalize(dir).map_err(LabError::io("resolving", dir))?;
         let lab = Lab { dir };
@@ -324,12 +334,17 @@ impl Lab {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LabError::NoWorld { dir: self.dir.clone() });
+                return Err(LabError::NoWorld {
+                    dir: self.dir.clone(),
+                });
             }
             Err(e) => return Err(LabError::io("reading", &path)(e)),
         };
-        let world: LabWorld = serde_json::from_slice(&bytes)
-            .map_err(|source| LabError::Corrupt { path: path.clone(), source })?;
+        let world: LabWorld =
+            serde_json::from_slice(&bytes).map_err(|source| LabError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
         self.check(&path, &world)?;
         Ok(world)
     }
@@ -337,7 +352,10 @@ impl Lab {
     /// Refuses a world this build cannot use, or one whose disk paths lie
     /// outside the lab's `disks/` directory (the lab writes and deletes them).
     fn check(&self, path: &Path, world: &LabWorld) -> Result<(), LabError> {
-        let invalid = |reason: String| LabError::Invalid { path: path.to_path_buf(), reason };
+        let invalid = |reason: String| LabError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
         if world.version != WORLD_VERSION {
             return Err(invalid(format!(
                 "its version is {}, this build reads version {WORLD_VERSION}",
@@ -347,9 +365,18 @@ impl Lab {
         let disks_dir = self.disks_dir();
         for vm in &world.vms {
             let replica = vm.replica.iter().flat_map(|r| &r.disks);
-            for disk in vm.recovery.disks.iter().chain(&vm.primary.disks).chain(replica) {
+            for disk in vm
+                .recovery
+                .disks
+                .iter()
+                .chain(&vm.primary.disks)
+                .chain(replica)
+            {
                 let inside = disk.path.starts_with(&disks_dir)
-                    && !disk.path.components().any(|c| matches!(c, Component::ParentDir));
+                    && !disk
+                        .path
+                        .components()
+                        .any(|c| matches!(c, Component::ParentDir));
                 if !inside {
                     return Err(invalid(format!(
                         "disk '{}' of VM '{}' is at {}, outside {}",
@@ -383,7 +410,11 @@ impl Lab {
     pub(crate) fn lock(&self) -> Result<Locked<'_>, LabError> {
         let lock = self.lock_file()?;
         let world = self.read()?;
-        Ok(Locked { lab: self, _lock: lock, world })
+        Ok(Locked {
+            lab: self,
+            _lock: lock,
+            world,
+        })
     }
 }
 
@@ -494,11 +525,21 @@ pub(crate) fn rfc3339(ms: u64) -> String {
 pub(crate) fn vm_dir_name(vm: &str) -> String {
     let safe: String = vm
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     let safe = safe.trim_start_matches('.');
     let hash = blake3::hash(vm.as_bytes()).to_hex();
     let short = hash.as_str().get(..8).unwrap_or_default();
-    if safe.is_empty() { format!("vm-{short}") } else { format!("{safe}-{short}") }
+    if safe.is_empty() {
+        format!("vm-{short}")
+    } else {
+        format!("{safe}-{short}")
+    }
 }

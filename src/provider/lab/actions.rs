@@ -1,0 +1,875 @@
+//! The failback actions of the lab, as blocking functions over a [`Lab`]:
+//! each re-reads the world under the lock, records its intent durably before
+//! its effect, releases the lock during long copies, and is idempotent.
+//!
+//! The data path follows `crate::sync`'s protocol, with one simplification
+//! that carries the whole proof: the image digest of each recovery disk is
+//! recorded once the recovery VM is confirmed off, and the primary VM is
+//! started only when each primary disk's image digest equals it (checked
+//! again by [`power_on`] itself, under the lock). Change maps only make the
+//! final copy short; a missing or damaged one costs a full delta, never data.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::world::{
+    Lab, LabDisk, LabVm, Locked, Protection, Replica, Site, VerificationRecord, now_ms, rfc3339,
+};
+use super::{LabError, init::create_sparse, world::sync_dir};
+use crate::plan::SyncMode;
+use crate::provider::{FailbackRequest, Lifecycle, Progress, ProgressFn};
+use crate::sync::{self, BLOCK, ChangeMap, FaultPlan, ImageDigest, SyncError, SyncOptions};
+
+/// Test-only crash hook: when this environment variable holds a number `N`,
+/// every sync the lab runs stops at source offset `N` (rounded down to a
+/// block; the blocks below it are written, nothing is fsynced) and the
+/// process aborts there, as a crash would. Tests use it to prove that
+/// running the failback again completes it. Never set it otherwise.
+pub const TEST_ABORT_ENV: &str = "FAILBACK_TEST_ABORT_AT_SYNC_BYTES";
+
+/// `start_failback`: see `Provider::start_failback`.
+pub(crate) fn start_failback(
+    lab: &Lab,
+    req: &FailbackRequest,
+    progress: &ProgressFn,
+) -> Result<(), LabError> {
+    let mode = {
+        let mut locked = lab.lock()?;
+        let vm = locked.world.vm(&req.vm)?;
+        match vm.state {
+            Lifecycle::RunningInRecovery => begin(lab, &mut locked, req)?,
+            Lifecycle::Syncing => {
+                let mode = vm.sync_mode.unwrap_or(req.sync);
+                if mode != req.sync {
+                    tracing::warn!(
+                        vm = %req.vm,
+                        "a {} failback is in progress; continuing it (the request asked for {})",
+                        mode_name(mode),
+                        mode_name(req.sync)
+                    );
+                }
+                let host = primary_host(vm)?;
+                locked.world.require_reachable(&host)?;
+                mode
+            }
+            // Phase 1 or the whole failback already happened.
+            _ => return Ok(()),
+        }
+    };
+    match mode {
+        SyncMode::Delta => {
+            phase_one(lab, &req.vm, progress)?;
+            let mut locked = lab.lock()?;
+            let vm = locked.world.vm_mut(&req.vm)?;
+            if vm.state == Lifecycle::Syncing {
+                vm.state = Lifecycle::AwaitingCompletion;
+                locked.save()?;
+            }
+            Ok(())
+        }
+        SyncMode::Full => {
+            shut_down(lab, &req.vm, &[Lifecycle::Syncing], Lifecycle::Syncing)?;
+            record_shutdown_digests(lab, &req.vm)?;
+            full_copy(lab, &req.vm, progress)?;
+            verify_disks(lab, &req.vm, progress)?;
+            power_on(lab, &req.vm)
+        }
+    }
+}
+
+/// Checks the dangerous preconditions again, creates the primary VM if it
+/// is missing and allowed, and records the failback (state `syncing`; for
+/// delta, change tracking on with empty change maps) before any data moves.
+fn begin(lab: &Lab, locked: &mut Locked, req: &FailbackRequest) -> Result<SyncMode, LabError> {
+    locked.world.require_reachable(&req.target_host)?;
+    let vm = locked.world.vm(&req.vm)?;
+    let refuse = |reason: String| LabError::Precondition {
+        vm: req.vm.clone(),
+        reason,
+    };
+    if !vm.failover_committed {
+        return Err(refuse(
+            "the failover to the recovery site was not committed".into(),
+        ));
+    }
+    if !vm.has_recovery_point || !vm.recovery.exists || vm.recovery.disks.is_empty() {
+        return Err(refuse(
+            "it has no recovery point (no replicated disks in the recovery site)".into(),
+        ));
+    }
+    if vm.primary.exists {
+        if vm.primary.running {
+            return Err(refuse(format!(
+                "the primary-side VM is running on host '{}'; turn it off first",
+                vm.primary.host.as_deref().unwrap_or("?")
+            )));
+        }
+        if vm.primary.host.as_deref() != Some(req.target_host.as_str()) {
+            return Err(refuse(format!(
+                "the primary-side VM is on host '{}', not on the target host '{}'; set the VM's host in the plan to '{}'",
+                vm.primary.host.as_deref().unwrap_or("?"),
+                req.target_host,
+                vm.primary.host.as_deref().unwrap_or("?")
+            )));
+        }
+    } else if !req.create_if_missing {
+        return Err(refuse(format!(
+            "it does not exist on the primary site; set `createIfMissing: true` to create it on host '{}'",
+            req.target_host
+        )));
+    }
+    if req.sync == SyncMode::Full && vm.faults.stuck_shutdown {
+        return Err(LabError::StuckShutdown { vm: req.vm.clone() });
+    }
+
+    // Every recovery disk gets a primary disk of the same name.
+    let creating = !vm.primary.exists;
+    let mut primary_disks = if creating {
+        Vec::new()
+    } else {
+        vm.primary.disks.clone()
+    };
+    let mut created = Vec::new();
+    for disk in &vm.recovery.disks {
+        if !primary_disks.iter().any(|d| d.name == disk.name) {
+            let path = lab.disk_path(&vm.dir, "primary", &disk.name);
+            created.push((path.clone(), disk.size));
+            primary_disks.push(LabDisk {
+                name: disk.name.clone(),
+                path,
+                size: disk.size,
+            });
+        }
+    }
+    for (path, size) in &created {
+        create_sparse(path, *size)?
+            .sync_all()
+            .map_err(LabError::io("flushing", path.as_path()))?;
+    }
+    // The new files' entries, and the `primary/` directory's own entry.
+    if let Some(dir) = created.first().and_then(|(p, _)| p.parent()) {
+        sync_dir(dir)?;
+        if let Some(vm_dir) = dir.parent() {
+            sync_dir(vm_dir)?;
+        }
+    }
+    // Recording starts before phase 1 reads a block (crate::sync, module docs).
+    if req.sync == SyncMode::Delta && !vm.change_tracking {
+        for disk in &vm.recovery.disks {
+            ChangeMap::new().save(&disk.change_map_path())?;
+        }
+    }
+
+    let vm = locked.world.vm_mut(&req.vm)?;
+    if creating {
+        vm.primary.exists = true;
+        vm.primary.host = Some(req.target_host.clone());
+        vm.primary.running = false;
+        vm.primary.networks = vm.networks.clone();
+    }
+    vm.primary.disks = primary_disks;
+    vm.state = Lifecycle::Syncing;
+    vm.sync_mode = Some(req.sync);
+    vm.shutdown_at_ms = None;
+    vm.shutdown_digests.clear();
+    vm.verifications.clear();
+    match req.sync {
+        SyncMode::Delta => vm.change_tracking = true,
+        // Full shuts the recovery VM down at once (the fault was checked above).
+        SyncMode::Full => {
+            vm.recovery.running = false;
+            vm.shutdown_at_ms = Some(now_ms());
+        }
+    }
+    locked.save()?;
+    if req.sync == SyncMode::Full {
+        recovery_off_event(locked, &req.vm)?;
+    }
+    Ok(req.sync)
+}
+
+/// Delta phase 1: every recovery disk to its primary disk, while the
+/// recovery VM keeps running.
+fn phase_one(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
+    let world = lab.read()?;
+    let vm = world.vm(name)?;
+    expect_state(
+        vm,
+        "continue phase 1 of",
+        &[Lifecycle::Syncing],
+        "expected syncing",
+    )?;
+    if !vm.change_tracking {
+        // Reading the source before recording started would void the proof.
+        return Err(LabError::Precondition {
+            vm: name.to_owned(),
+            reason: "change tracking is off during a delta sync; run the failback again".into(),
+        });
+    }
+    let jobs = pairs(vm)?
+        .into_iter()
+        .map(|(src, dst)| Job {
+            bytes: src.size,
+            source: src.path,
+            target: dst.path,
+            transfer: Transfer::Delta,
+        })
+        .collect();
+    transfer_all(name, jobs, progress)
+}
+
+/// "Complete Failover": see `Provider::complete`.
+pub(crate) fn complete(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
+    {
+        let world = lab.read()?;
+        let vm = world.vm(name)?;
+        match vm.state {
+            Lifecycle::AwaitingCompletion | Lifecycle::FinalSync => {}
+            Lifecycle::CommitPending | Lifecycle::Committed | Lifecycle::Protected => return Ok(()),
+            Lifecycle::RunningInRecovery | Lifecycle::Syncing => {
+                return Err(LabError::WrongState {
+                    vm: name.to_owned(),
+                    action: "complete the failback of",
+                    state: vm.state,
+                    expected: "expected awaiting-completion (phase 1 of a delta failback done)",
+                });
+            }
+        }
+    }
+    shut_down(
+        lab,
+        name,
+        &[Lifecycle::AwaitingCompletion, Lifecycle::FinalSync],
+        Lifecycle::FinalSync,
+    )?;
+    record_shutdown_digests(lab, name)?;
+    final_copy(lab, name, progress)?;
+    verify_disks(lab, name, progress)?;
+    power_on(lab, name)
+}
+
+/// Shuts the recovery VM down and moves the VM to `to`, in one durable
+/// update; with the stuck-shutdown fault, fails and changes nothing.
+/// Already off: only the state moves.
+pub(super) fn shut_down(
+    lab: &Lab,
+    name: &str,
+    from: &[Lifecycle],
+    to: Lifecycle,
+) -> Result<(), LabError> {
+    let mut locked = lab.lock()?;
+    let vm = locked.world.vm(name)?;
+    expect_state(
+        vm,
+        "shut down the recovery VM of",
+        from,
+        "expected a failback in progress",
+    )?;
+    let host = primary_host(vm)?;
+    locked.world.require_reachable(&host)?;
+    let vm = locked.world.vm_mut(name)?;
+    let was_running = vm.recovery.running;
+    if was_running {
+        if vm.faults.stuck_shutdown {
+            return Err(LabError::StuckShutdown {
+                vm: name.to_owned(),
+            });
+        }
+        vm.recovery.running = false;
+        vm.shutdown_at_ms = Some(now_ms());
+    }
+    if vm.state != to || was_running {
+        vm.state = to;
+        locked.save()?;
+    }
+    if was_running {
+        recovery_off_event(&locked, name)?;
+    }
+    Ok(())
+}
+
+fn recovery_off_event(locked: &Locked, name: &str) -> Result<(), LabError> {
+    let vm = locked.world.vm(name)?;
+    locked.append_event(&serde_json::json!({
+        "version": 1,
+        "event": "recovery-off",
+        "time": rfc3339(vm.shutdown_at_ms.unwrap_or_else(now_ms)),
+        "vm": name,
+    }))
+}
+
+/// Records the image digest of every recovery disk, once the recovery VM is
+/// off (nothing writes it after that). Digests already recorded are kept.
+pub(super) fn record_shutdown_digests(lab: &Lab, name: &str) -> Result<(), LabError> {
+    let disks: Vec<LabDisk> = {
+        let world = lab.read()?;
+        let vm = world.vm(name)?;
+        require_recovery_off(vm)?;
+        vm.recovery
+            .disks
+            .iter()
+            .filter(|d| !vm.shutdown_digests.contains_key(&d.name))
+            .cloned()
+            .collect()
+    };
+    if disks.is_empty() {
+        return Ok(());
+    }
+    let mut digests = BTreeMap::new();
+    for disk in &disks {
+        digests.insert(
+            disk.name.clone(),
+            sync::image_digest(&disk.path)?.to_string(),
+        );
+    }
+    let mut locked = lab.lock()?;
+    let vm = locked.world.vm_mut(name)?;
+    require_recovery_off(vm)?;
+    for (disk, digest) in digests {
+        vm.shutdown_digests.entry(disk).or_insert(digest);
+    }
+    locked.save()
+}
+
+/// Delta phase 2: the blocks of each change map (a full delta where a map
+/// cannot be read; verification decides either way).
+pub(super) fn final_copy(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
+    let world = lab.read()?;
+    let vm = world.vm(name)?;
+    expect_state(
+        vm,
+        "send the final changes of",
+        &[Lifecycle::FinalSync],
+        "expected final-sync",
+    )?;
+    require_recovery_off(vm)?;
+    let mut jobs = Vec::new();
+    for (src, dst) in pairs(vm)? {
+        let map_path = src.change_map_path();
+        let job = match ChangeMap::load(&map_path) {
+            Ok(map) => Job {
+                bytes: map.count().saturating_mul(BLOCK as u64).min(src.size),
+                source: src.path,
+                target: dst.path,
+                transfer: Transfer::Changes(map),
+            },
+            Err(e) => {
+                tracing::warn!(
+                    vm = name,
+                    "cannot use the change map ({e}); comparing every block instead"
+                );
+                Job {
+                    bytes: src.size,
+                    source: src.path,
+                    target: dst.path,
+                    transfer: Transfer::Delta,
+                }
+            }
+        };
+        jobs.push(job);
+    }
+    transfer_all(name, jobs, progress)
+}
+
+/// `full`: every block of each recovery disk, the recovery VM off.
+fn full_copy(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
+    let world = lab.read()?;
+    let vm = world.vm(name)?;
+    expect_state(
+        vm,
+        "copy the disks of",
+        &[Lifecycle::Syncing],
+        "expected syncing",
+    )?;
+    require_recovery_off(vm)?;
+    let jobs = pairs(vm)?
+        .into_iter()
+        .map(|(src, dst)| Job {
+            bytes: src.size,
+            source: src.path,
+            target: dst.path,
+            transfer: Transfer::Full,
+        })
+        .collect();
+    transfer_all(name, jobs, progress)
+}
+
+/// Compares the image digest of every primary disk with the recovery
+/// disk's digest recorded at shutdown; a disk that differs is re-synced with
+/// a full delta and compared again. Every comparison is recorded in
+/// `events.jsonl`, the last one per disk in the world.
+///
+/// Errors: a disk still differs after the re-sync.
+pub(super) fn verify_disks(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
+    let (checks, failed) = {
+        let world = lab.read()?;
+        let vm = world.vm(name)?;
+        expect_verifiable(vm)?;
+        let mut checks = Vec::new();
+        let mut failed = None;
+        for (src, dst) in pairs(vm)? {
+            let recorded = recorded_digest(vm, &src.name)?;
+            let mut found = sync::image_digest(&dst.path)?;
+            if found != recorded {
+                checks.push(Check::new(&src.name, recorded, found));
+                tracing::warn!(vm = name, disk = %src.name, "primary disk differs from the recovery disk at shutdown; re-syncing it");
+                let job = Job {
+                    bytes: src.size,
+                    source: src.path.clone(),
+                    target: dst.path.clone(),
+                    transfer: Transfer::Delta,
+                };
+                transfer_all(name, vec![job], progress)?;
+                found = sync::image_digest(&dst.path)?;
+            }
+            checks.push(Check::new(&src.name, recorded, found));
+            if found != recorded && failed.is_none() {
+                failed = Some(LabError::VerificationFailed {
+                    vm: name.to_owned(),
+                    disk: src.name.clone(),
+                    expected: recorded.to_string(),
+                    found: found.to_string(),
+                });
+            }
+        }
+        (checks, failed)
+    };
+
+    let mut locked = lab.lock()?;
+    for check in &checks {
+        // `verified` means verified equal; a difference (before a repair,
+        // or a failure) is logged under another name.
+        let equal = check.recorded == check.found;
+        locked.append_event(&serde_json::json!({
+            "version": 1,
+            "event": if equal { "verified" } else { "verification-mismatch" },
+            "time": rfc3339(check.at_ms),
+            "vm": name,
+            "disk": check.disk,
+            "shutdownDigest": check.recorded.to_string(),
+            "primaryDigest": check.found.to_string(),
+            "equal": equal,
+        }))?;
+    }
+    let vm = locked.world.vm_mut(name)?;
+    for check in checks {
+        vm.verifications.insert(
+            check.disk.clone(),
+            VerificationRecord {
+                shutdown_digest: check.recorded.to_string(),
+                primary_digest: check.found.to_string(),
+                equal: check.recorded == check.found,
+                at_ms: check.at_ms,
+            },
+        );
+    }
+    locked.save()?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+struct Check {
+    disk: String,
+    recorded: ImageDigest,
+    found: ImageDigest,
+    at_ms: u64,
+}
+
+impl Check {
+    fn new(disk: &str, recorded: ImageDigest, found: ImageDigest) -> Self {
+        Check {
+            disk: disk.to_owned(),
+            recorded,
+            found,
+            at_ms: now_ms(),
+        }
+    }
+}
+
+/// Starts the primary VM: the one place that does, and the gate of the
+/// first safety rule. Under the lock, it requires for every recovery disk a
+/// digest recorded at shutdown and a verification record equal to it, and
+/// hashes each primary disk again; any difference refuses the start and
+/// changes nothing. Then it logs the power-on and records `commit-pending`,
+/// the primary VM running and the downtime.
+pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
+    let mut locked = lab.lock()?;
+    let vm = locked.world.vm(name)?;
+    if matches!(
+        vm.state,
+        Lifecycle::CommitPending | Lifecycle::Committed | Lifecycle::Protected
+    ) && vm.primary.running
+    {
+        return Ok(());
+    }
+    expect_verifiable(vm)?;
+    let host = primary_host(vm)?;
+    locked.world.require_reachable(&host)?;
+
+    let unverified = |disk: &str, reason: String| LabError::Unverified {
+        vm: name.to_owned(),
+        disk: disk.to_owned(),
+        reason,
+    };
+    let mut digests = Vec::new();
+    for (src, dst) in pairs(vm)? {
+        let recorded = recorded_digest(vm, &src.name).map_err(|_| {
+            unverified(
+                &src.name,
+                "no digest was recorded when the recovery VM was shut down".into(),
+            )
+        })?;
+        let verified = vm.verifications.get(&src.name).is_some_and(|v| {
+            v.equal
+                && parses_to(&v.shutdown_digest, recorded)
+                && parses_to(&v.primary_digest, recorded)
+        });
+        if !verified {
+            return Err(unverified(
+                &src.name,
+                "it has no verification record matching the shutdown digest".into(),
+            ));
+        }
+        let now = sync::image_digest(&dst.path)?;
+        if now != recorded {
+            return Err(unverified(
+                &src.name,
+                format!(
+                    "it changed since it was verified: expected image digest {recorded}, found {now}"
+                ),
+            ));
+        }
+        digests.push((src.name, now));
+    }
+
+    let at = now_ms();
+    locked.append_event(&serde_json::json!({
+        "version": 1,
+        "event": "power-on",
+        "time": rfc3339(at),
+        "vm": name,
+        "host": host,
+        "disks": digests.iter().map(|(disk, _)| disk.as_str()).collect::<Vec<_>>(),
+        "digests": digests
+            .iter()
+            .map(|(disk, digest)| (disk.clone(), serde_json::Value::from(digest.to_string())))
+            .collect::<serde_json::Map<_, _>>(),
+    }))?;
+    let vm = locked.world.vm_mut(name)?;
+    vm.state = Lifecycle::CommitPending;
+    vm.primary.running = true;
+    vm.active = Site::Primary;
+    vm.change_tracking = false;
+    vm.downtime_ms = vm.shutdown_at_ms.map(|off| at.saturating_sub(off));
+    locked.save()
+}
+
+/// Commit: see `Provider::commit`.
+pub(crate) fn commit(lab: &Lab, name: &str) -> Result<(), LabError> {
+    let mut locked = lab.lock()?;
+    let vm = locked.world.vm(name)?;
+    match vm.state {
+        Lifecycle::Committed | Lifecycle::Protected => return Ok(()),
+        Lifecycle::CommitPending => {}
+        state => {
+            return Err(LabError::WrongState {
+                vm: name.to_owned(),
+                action: "commit",
+                state,
+                expected: "expected commit-pending (the VM running on the primary host)",
+            });
+        }
+    }
+    if !vm.primary.running {
+        return Err(LabError::Precondition {
+            vm: name.to_owned(),
+            reason: "commit deletes the recovery copy, but the primary VM is not running".into(),
+        });
+    }
+    let disks = vm.recovery.disks.clone();
+    if !vm.commit_started {
+        locked.world.vm_mut(name)?.commit_started = true;
+        locked.save()?;
+    }
+    let disks_dir = lab.disks_dir();
+    for disk in &disks {
+        for path in [disk.path.clone(), disk.change_map_path()] {
+            // `Lab::read` refused any disk path outside the lab.
+            if !path.starts_with(&disks_dir) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LabError::io("deleting", &path)(e)),
+            }
+        }
+        if let Some(dir) = disk.path.parent() {
+            sync_dir(dir)?;
+        }
+    }
+    locked.append_event(&serde_json::json!({
+        "version": 1,
+        "event": "commit",
+        "time": rfc3339(now_ms()),
+        "vm": name,
+        "deleted": disks.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
+    }))?;
+    let vm = locked.world.vm_mut(name)?;
+    vm.recovery.exists = false;
+    vm.recovery.running = false;
+    vm.recovery.disks.clear();
+    vm.has_recovery_point = false;
+    vm.sync_mode = None;
+    vm.commit_started = false;
+    vm.state = Lifecycle::Committed;
+    locked.save()
+}
+
+/// Reverse replication: see `Provider::reverse_replicate`. The replica's
+/// bytes are real: each primary disk is copied in full to `replica/`.
+pub(crate) fn reverse_replicate(
+    lab: &Lab,
+    name: &str,
+    progress: &ProgressFn,
+) -> Result<(), LabError> {
+    let jobs = {
+        let mut locked = lab.lock()?;
+        let vm = locked.world.vm(name)?;
+        match vm.state {
+            Lifecycle::Protected => return Ok(()),
+            Lifecycle::Committed => {}
+            state => {
+                return Err(LabError::WrongState {
+                    vm: name.to_owned(),
+                    action: "reverse-replicate",
+                    state,
+                    expected: "expected committed",
+                });
+            }
+        }
+        let host = primary_host(vm)?;
+        locked.world.require_reachable(&host)?;
+        let replica = match &vm.replica {
+            Some(replica) => replica.clone(),
+            None => {
+                let disks = vm
+                    .primary
+                    .disks
+                    .iter()
+                    .map(|d| LabDisk {
+                        name: d.name.clone(),
+                        path: lab.disk_path(&vm.dir, "replica", &d.name),
+                        size: d.size,
+                    })
+                    .collect();
+                let replica = Replica {
+                    disks,
+                    synced: false,
+                };
+                locked.world.vm_mut(name)?.replica = Some(replica.clone());
+                locked.save()?;
+                replica
+            }
+        };
+        let vm = locked.world.vm(name)?;
+        let mut jobs = Vec::new();
+        for disk in &vm.primary.disks {
+            let Some(target) = replica.disks.iter().find(|r| r.name == disk.name) else {
+                continue;
+            };
+            if let Some(dir) = target.path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(LabError::io("creating the directory", dir))?;
+            }
+            jobs.push(Job {
+                bytes: disk.size,
+                source: disk.path.clone(),
+                target: target.path.clone(),
+                transfer: Transfer::Full,
+            });
+        }
+        jobs
+    };
+    transfer_all(name, jobs, progress)?;
+
+    let mut locked = lab.lock()?;
+    let vm = locked.world.vm_mut(name)?;
+    if vm.state == Lifecycle::Committed {
+        vm.state = Lifecycle::Protected;
+        vm.protection = Protection::PrimaryToRecovery;
+        vm.has_recovery_point = true;
+        if let Some(replica) = vm.replica.as_mut() {
+            replica.synced = true;
+        }
+        locked.save()?;
+    }
+    Ok(())
+}
+
+// --- helpers ---------------------------------------------------------------
+
+fn mode_name(mode: SyncMode) -> &'static str {
+    match mode {
+        SyncMode::Delta => "delta",
+        SyncMode::Full => "full",
+    }
+}
+
+fn expect_state(
+    vm: &LabVm,
+    action: &'static str,
+    states: &[Lifecycle],
+    expected: &'static str,
+) -> Result<(), LabError> {
+    if states.contains(&vm.state) {
+        Ok(())
+    } else {
+        Err(LabError::WrongState {
+            vm: vm.name.clone(),
+            action,
+            state: vm.state,
+            expected,
+        })
+    }
+}
+
+/// The states in which the primary disks are verified and the VM started:
+/// a delta's final sync, or a full sync.
+fn expect_verifiable(vm: &LabVm) -> Result<(), LabError> {
+    let ok = match vm.state {
+        Lifecycle::FinalSync => true,
+        Lifecycle::Syncing => vm.sync_mode == Some(SyncMode::Full),
+        _ => false,
+    };
+    if !ok {
+        return Err(LabError::WrongState {
+            vm: vm.name.clone(),
+            action: "verify and start",
+            state: vm.state,
+            expected: "expected final-sync, or syncing in full mode",
+        });
+    }
+    require_recovery_off(vm)
+}
+
+fn require_recovery_off(vm: &LabVm) -> Result<(), LabError> {
+    if vm.recovery.running {
+        return Err(LabError::Precondition {
+            vm: vm.name.clone(),
+            reason: "the recovery VM is still running".into(),
+        });
+    }
+    Ok(())
+}
+
+fn primary_host(vm: &LabVm) -> Result<String, LabError> {
+    vm.primary
+        .host
+        .clone()
+        .ok_or_else(|| LabError::Precondition {
+            vm: vm.name.clone(),
+            reason: "it has no primary-side VM".into(),
+        })
+}
+
+fn recorded_digest(vm: &LabVm, disk: &str) -> Result<ImageDigest, LabError> {
+    let text = vm
+        .shutdown_digests
+        .get(disk)
+        .ok_or_else(|| LabError::Precondition {
+            vm: vm.name.clone(),
+            reason: format!("no image digest of disk '{disk}' was recorded at shutdown"),
+        })?;
+    text.parse().map_err(|e| LabError::Precondition {
+        vm: vm.name.clone(),
+        reason: format!("the digest recorded for disk '{disk}' is damaged: {e}"),
+    })
+}
+
+fn parses_to(text: &str, digest: ImageDigest) -> bool {
+    text.parse::<ImageDigest>().is_ok_and(|d| d == digest)
+}
+
+/// Each recovery disk with its primary disk of the same name.
+fn pairs(vm: &LabVm) -> Result<Vec<(LabDisk, LabDisk)>, LabError> {
+    vm.recovery
+        .disks
+        .iter()
+        .map(|src| {
+            let dst = vm
+                .primary
+                .disks
+                .iter()
+                .find(|d| d.name == src.name)
+                .ok_or_else(|| LabError::Precondition {
+                    vm: vm.name.clone(),
+                    reason: format!("its primary-side VM has no disk '{}'", src.name),
+                })?;
+            Ok((src.clone(), dst.clone()))
+        })
+        .collect()
+}
+
+enum Transfer {
+    Delta,
+    Full,
+    Changes(ChangeMap),
+}
+
+struct Job {
+    source: PathBuf,
+    target: PathBuf,
+    transfer: Transfer,
+    /// Bytes this job is expected to process, for progress.
+    bytes: u64,
+}
+
+/// Runs the jobs one after another (each sync is parallel inside), reporting
+/// progress over all of them.
+fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), LabError> {
+    let total: u64 = jobs.iter().map(|j| j.bytes).sum();
+    let fault = test_abort_fault();
+    let mut base = 0u64;
+    for job in &jobs {
+        let report = |done: u64, _: u64| {
+            progress(Progress {
+                vm: vm.to_owned(),
+                bytes_done: base.saturating_add(done).min(total),
+                bytes_total: total,
+            });
+        };
+        let options = SyncOptions::new()
+            .with_progress(&report)
+            .with_fault(fault.unwrap_or_default());
+        let outcome = match &job.transfer {
+            Transfer::Delta => sync::delta_sync(&job.source, &job.target, &options).map(|_| ()),
+            Transfer::Full => sync::full_sync(&job.source, &job.target, &options).map(|_| ()),
+            Transfer::Changes(map) => {
+                sync::copy_blocks(&job.source, &job.target, map, &options).map(|_| ())
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(SyncError::InjectedFault { path, offset }) if fault.is_some() => {
+                tracing::error!(target = %path.display(), offset, "{TEST_ABORT_ENV} is set: aborting the process mid-sync");
+                std::process::abort();
+            }
+            Err(e) => return Err(e.into()),
+        }
+        base = base.saturating_add(job.bytes);
+    }
+    progress(Progress {
+        vm: vm.to_owned(),
+        bytes_done: total,
+        bytes_total: total,
+    });
+    Ok(())
+}
+
+fn test_abort_fault() -> Option<FaultPlan> {
+    let text = std::env::var(TEST_ABORT_ENV).ok()?;
+    text.trim().parse::<u64>().ok().map(FaultPlan::fail_at)
+}
