@@ -212,11 +212,7 @@ fn diagnostics_has_one_entry_per_code_in_order() {
 /// Codes whose documented example is currently reported under another code,
 /// and the code it gets. A validator fix makes the test below fail: then
 /// update the entry's output and note, and remove the line here.
-const REPORTED_AS: &[(&str, &str)] = &[
-    // The parser's document budget (max_documents: 1) trips before the
-    // multiple-document error is raised, and is mapped to FB0103.
-    ("FB0104", "FB0103"),
-];
+const REPORTED_AS: &[(&str, &str)] = &[];
 
 /// Examples that are not text, built here as the entry's shell command
 /// builds them from the base plan.

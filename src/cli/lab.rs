@@ -32,6 +32,22 @@ pub enum LabCommand {
     },
     /// Show the lab world.
     Show,
+    /// Serve the lab world through the Azure Site Recovery REST API (an
+    /// emulator for `--provider azure --arm-endpoint URL`); prints its URL.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
+    pub listen: std::net::SocketAddr,
+    /// Listen on a non-loopback address too (the emulator accepts any token).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// `Retry-After` seconds sent with 202 answers (Azure sends 30 or so).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub retry_after: u64,
 }
 
 #[derive(Debug, Args)]
@@ -103,7 +119,83 @@ pub fn run(global: &GlobalArgs, args: &LabArgs) -> Exit {
         LabCommand::Write(write) => run_write(global, write),
         LabCommand::Fault { fault } => run_fault(global, fault),
         LabCommand::Show => run_show(global),
+        LabCommand::Serve(serve) => run_serve(global, serve),
     }
+}
+
+fn run_serve(global: &GlobalArgs, args: &ServeArgs) -> Exit {
+    use crate::provider::azure::emulator::{self, EmulatorOptions};
+    if !args.listen.ip().is_loopback() && !args.allow_remote {
+        output::err_line(&format!(
+            "error: --listen {} is not a loopback address; the emulator accepts any bearer token, so \
+             it listens on loopback only unless --allow-remote is given",
+            args.listen
+        ));
+        return Exit::Usage;
+    }
+    if !lab::exists(&global.lab) {
+        output::err_line(&format!(
+            "error: no lab world at '{}'; create one with `failback lab init PLAN`",
+            global.lab.display()
+        ));
+        return Exit::NoInput;
+    }
+    let rt = match super::world::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let options = EmulatorOptions {
+        lab: global.lab.clone(),
+        retry_after: args.retry_after,
+    };
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        match global.format {
+            Format::Json => output::out_json(&json!({
+                "version": 1,
+                "url": format!("http://{addr}"),
+                "lab": global.lab.display().to_string(),
+            })),
+            _ => output::out_line(&format!("listening on http://{addr}")),
+        }
+        emulator::serve(listener, options, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            output::err_line(&format!("error: {e}"));
+            Exit::Failed
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = ctrl_c => {},
+            () = term => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
 }
 
 fn run_init(global: &GlobalArgs, args: &InitArgs) -> Exit {

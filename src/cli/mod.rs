@@ -33,6 +33,7 @@ pub struct Cli {
 
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Where the actual state lives.
     #[arg(long, global = true, env = "FAILBACK_PROVIDER", value_enum, default_value_t = ProviderKind::Lab)]
@@ -69,6 +70,48 @@ pub struct GlobalArgs {
     /// When to use colour.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+    /// Azure provider: resource ID of the Recovery Services vault (must
+    /// agree with `spec.recovery.vault` when the plan sets it).
+    #[arg(
+        long,
+        global = true,
+        env = "FAILBACK_AZURE_VAULT",
+        value_name = "ID",
+        help_heading = "Azure options"
+    )]
+    pub vault: Option<String>,
+    /// Azure provider: the Resource Manager endpoint (sovereign clouds, the
+    /// emulator of `failback lab serve`).
+    #[arg(
+        long,
+        global = true,
+        env = "FAILBACK_ARM_ENDPOINT",
+        value_name = "URL",
+        default_value = crate::provider::azure::DEFAULT_ARM_ENDPOINT,
+        help_heading = "Azure options"
+    )]
+    pub arm_endpoint: String,
+    /// Azure provider: the Site Recovery api-version.
+    #[arg(
+        long,
+        global = true,
+        env = "FAILBACK_AZURE_API_VERSION",
+        value_name = "VERSION",
+        default_value = crate::provider::azure::DEFAULT_API_VERSION,
+        help_heading = "Azure options"
+    )]
+    pub api_version: String,
+    /// Azure provider: vSwitches of the hosts, exported with `Get-VMSwitch |
+    /// Select Name, ComputerName | ConvertTo-Json` (Azure cannot read them;
+    /// without it the vSwitch precondition is not checked).
+    #[arg(
+        long,
+        global = true,
+        env = "FAILBACK_HYPERV_INVENTORY",
+        value_name = "FILE",
+        help_heading = "Azure options"
+    )]
+    pub hyperv_inventory: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

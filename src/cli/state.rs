@@ -58,9 +58,7 @@ impl RunLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(LockError::Held(serde_json::from_str(&text).ok()));
+                return Err(LockError::Held(read_owner(&mut file)));
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(LockError::Io(format!(
@@ -80,6 +78,39 @@ impl RunLock {
         let _ = file.sync_data();
         Ok(RunLock { _file: file })
     }
+}
+
+/// The record of the process holding the lock. The holder writes it just
+/// after taking the lock, so a process that lost the race may find it
+/// empty, half-written, or still naming an earlier holder that was killed:
+/// it re-reads it for a moment (it never waits for the lock itself) until
+/// it names a live process. Found by `tests/concurrency.rs`.
+fn read_owner(file: &mut File) -> Option<Owner> {
+    let this_host = gethostname::gethostname().to_string_lossy().into_owned();
+    let mut last = None;
+    for _ in 0..100 {
+        let mut text = String::new();
+        let _ = file.rewind();
+        let _ = file.read_to_string(&mut text);
+        if let Ok(owner) = serde_json::from_str::<Owner>(&text) {
+            if owner.host != this_host || process_alive(owner.pid) != Some(false) {
+                return Some(owner);
+            }
+            last = Some(owner);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    last
+}
+
+/// Whether process `pid` exists on this machine; `None` where that cannot
+/// be told (no `/proc`).
+fn process_alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return None;
+    }
+    Some(proc.join(pid.to_string()).exists())
 }
 
 /// Approvals recorded by `failback approve`, per gate and VM.

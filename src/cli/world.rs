@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::plan::FailbackPlan;
 use crate::provider::Provider;
+use crate::provider::azure::{AzureConfig, AzureProvider};
 use crate::provider::lab::{self, LabProvider};
 
 use super::{Exit, GlobalArgs, ProviderKind, output};
@@ -46,11 +47,43 @@ pub fn open(
                 }
             }
         }
-        ProviderKind::Azure => {
-            output::err_line(
-                "error: the Azure Site Recovery provider is not available in this build yet; use `--provider lab`",
-            );
-            Err(Exit::Usage)
+        ProviderKind::Azure => open_azure(global, plan),
+    }
+}
+
+/// The Azure Site Recovery provider for `plan` (docs/azure.md).
+fn open_azure(global: &GlobalArgs, plan: &FailbackPlan) -> Result<Arc<dyn Provider>, Exit> {
+    let config = match AzureConfig::new(
+        plan.spec.recovery.vault.as_deref(),
+        global.vault.as_deref(),
+        &global.arm_endpoint,
+        &global.api_version,
+        global.hyperv_inventory.clone(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            output::err_line(&format!("error: {e}"));
+            return Err(Exit::Usage);
+        }
+    };
+    if let Some(path) = &config.hyperv_inventory
+        && !path.is_file()
+    {
+        output::err_line(&format!(
+            "error: the Hyper-V inventory '{}' does not exist or is not a file",
+            path.display()
+        ));
+        return Err(Exit::NoInput);
+    }
+    match AzureProvider::from_config(&config, plan, None) {
+        Ok(p) => Ok(Arc::new(p)),
+        Err(e) => {
+            output::err_line(&format!("error: {e}"));
+            Err(if config.hyperv_inventory.is_some() {
+                Exit::Invalid
+            } else {
+                Exit::Failed
+            })
         }
     }
 }

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    SourceCode, SourceSpan, SpanContents,
+};
 use serde_json::json;
 
 use super::{Diagnostic, FileReport, Severity};
@@ -30,7 +33,118 @@ impl HumanStyle {
 #[derive(Debug)]
 struct MietteView<'a> {
     diag: &'a Diagnostic,
-    source: NamedSource<String>,
+    source: Source<'a>,
+}
+
+/// The file's text as miette reads it for one diagnostic.
+///
+/// Borrowed, not copied per diagnostic; and read through a window of the
+/// lines around the span, because miette's own reader scans the text from
+/// its start on every call: on a 4 MiB plan with thousands of diagnostics
+/// that is quadratic. Columns are counted in characters, as the
+/// diagnostics and editors count them (miette's `file:line:column` header
+/// counts bytes).
+#[derive(Debug)]
+struct Source<'a> {
+    name: &'a str,
+    text: &'a str,
+    /// Where each line after the first starts, as miette counts lines
+    /// (`\n`, `\r\n` and a lone `\r` each end one).
+    line_starts: &'a [usize],
+}
+
+impl Source<'_> {
+    /// The 0-based line that holds byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|start| *start <= offset)
+    }
+
+    /// The byte where 0-based `line` starts (the end of the text past the last line).
+    fn start_of(&self, line: usize) -> usize {
+        match line {
+            0 => 0,
+            n => self
+                .line_starts
+                .get(n - 1)
+                .copied()
+                .unwrap_or(self.text.len()),
+        }
+    }
+}
+
+/// Old Mac line ends (a `\r` alone) as `\n`, byte for byte: miette counts
+/// them as line ends when it numbers lines but prints them inside the line,
+/// and a bare carriage return sent to a terminal overwrites the line.
+fn lone_cr_as_lf(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    if !(0..bytes.len()).any(lone) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let fixed: Vec<u8> = (0..bytes.len())
+        .map(|i| if lone(i) { b'\n' } else { bytes[i] })
+        .collect();
+    // Only an ASCII byte was replaced by another: still UTF-8.
+    std::borrow::Cow::Owned(String::from_utf8(fixed).unwrap_or_else(|_| text.to_owned()))
+}
+
+/// The starts of the lines after the first, for [`Source`].
+fn line_starts(text: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                starts.push(i + 2);
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' => starts.push(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    starts
+}
+
+impl SourceCode for Source<'_> {
+    fn read_span<'b>(
+        &'b self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'b> + 'b>, MietteError> {
+        let (offset, end) = (span.offset(), span.offset() + span.len());
+        if end > self.text.len() {
+            return Err(MietteError::OutOfBounds);
+        }
+        // Enough whole lines around the span for miette to find the same
+        // context in the window as in the whole text.
+        let first = self.line_of(offset).saturating_sub(context_lines_before);
+        let last = self.line_of(end.saturating_sub(1).max(offset)) + context_lines_after + 2;
+        let (from, to) = (self.start_of(first), self.start_of(last));
+        let window = self.text.get(from..to).ok_or(MietteError::OutOfBounds)?;
+        let inner = window.read_span(
+            &SourceSpan::new((offset - from).into(), span.len()),
+            context_lines_before,
+            context_lines_after,
+        )?;
+        let start = from + inner.span().offset();
+        let line_start = self.start_of(self.line_of(start));
+        let column = self
+            .text
+            .get(line_start..start)
+            .map_or(inner.column(), |t| t.chars().count());
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.to_owned(),
+            inner.data(),
+            SourceSpan::new(start.into(), inner.span().len()),
+            first + inner.line(),
+            column,
+            first + inner.line_count(),
+        )))
+    }
 }
 
 impl std::fmt::Display for MietteView<'_> {
@@ -92,10 +206,16 @@ pub fn human(report: &FileReport, style: HumanStyle) -> String {
         .with_links(false)
         .with_context_lines(2);
     let mut out = String::new();
+    let text = lone_cr_as_lf(&report.source);
+    let starts = line_starts(&text);
     for diag in &report.diagnostics {
         let view = MietteView {
             diag,
-            source: NamedSource::new(report.path.clone(), report.source.clone()),
+            source: Source {
+                name: &report.path,
+                text: &text,
+                line_starts: &starts,
+            },
         };
         let mut block = String::new();
         if handler.render_report(&mut block, &view).is_err() {

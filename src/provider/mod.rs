@@ -37,6 +37,7 @@
 //! action applies (re-observe and decide again). [`ProviderError::Failed`] is
 //! terminal for that VM in this run: its message names the cause and the fix.
 
+pub mod azure;
 pub mod lab;
 
 use std::future::Future;

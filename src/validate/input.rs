@@ -30,7 +30,8 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
             Diagnostic::new(
                 Code::FileTooLarge,
                 format!(
-                    "the file is larger than {MAX_PLAN_BYTES} bytes (4 MiB), the most a plan may be"
+                    "the file is larger than 4 MiB ({} bytes), the most a plan may be",
+                    thousands(MAX_PLAN_BYTES)
                 ),
             )
             .with_help("split the plan into several plans, one per application or wave"),
@@ -64,7 +65,10 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
         Err(e) => {
             let valid = &body[..e.valid_up_to()];
             let (line, column) = line_column(valid);
-            let bad = &body[e.valid_up_to()..body.len().min(e.valid_up_to() + 4)];
+            // The bytes that cannot be decoded: one invalid sequence, or the
+            // incomplete one the file ends with.
+            let bad_len = e.error_len().unwrap_or(body.len() - e.valid_up_to());
+            let bad = &body[e.valid_up_to()..e.valid_up_to() + bad_len];
             let hex: Vec<String> = bad.iter().map(|b| format!("{b:02X}")).collect();
             // The report shows the text decoded lossily; the span is the
             // replacement character that stands for the first bad byte.
@@ -73,7 +77,8 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
                 Diagnostic::new(
                     Code::NotUtf8,
                     format!(
-                        "the file is not valid UTF-8: bytes {} cannot be decoded",
+                        "the file is not valid UTF-8: {} {} cannot be decoded",
+                        if bad.len() == 1 { "byte" } else { "bytes" },
                         hex.join(" ")
                     ),
                 )
@@ -103,7 +108,11 @@ fn wide_encoding(bytes: &[u8]) -> Option<&'static str> {
     let zeros_at = |width: usize, lane: usize| {
         sample
             .chunks_exact(width)
-            .filter(|unit| unit.iter().enumerate().all(|(i, b)| (*b == 0) == (i != lane)))
+            .filter(|unit| {
+                unit.iter()
+                    .enumerate()
+                    .all(|(i, b)| (*b == 0) == (i != lane))
+            })
             .count()
     };
     let units = |width: usize| sample.len() / width;
@@ -189,8 +198,30 @@ pub fn mentions_plan_kind(text: &str) -> bool {
     text.contains("FailbackPlan")
 }
 
+/// Whether undecodable bytes mention the plan kind, in UTF-8 or in any of
+/// the UTF-16 and UTF-32 forms that [`decode`] refuses: a plan saved as
+/// UTF-16 (the default of Windows PowerShell 5's `>`) must be reported
+/// when a directory is walked, not skipped as "other YAML".
 pub fn mentions_plan_kind_bytes(bytes: &[u8]) -> bool {
-    bytes.windows(12).any(|w| w == b"FailbackPlan")
+    const KIND: &[u8] = b"FailbackPlan";
+    let wide = |width: usize, lane: usize| -> Vec<u8> {
+        KIND.iter()
+            .flat_map(|b| (0..width).map(move |i| if i == lane { *b } else { 0 }))
+            .collect()
+    };
+    [
+        KIND.to_vec(),
+        wide(2, 0),
+        wide(2, 1),
+        wide(4, 0),
+        wide(4, 3),
+    ]
+    .iter()
+    .any(|pattern| {
+        bytes
+            .windows(pattern.len())
+            .any(|w| w == pattern.as_slice())
+    })
 }
 
 /// The parser limits, as [`yaml_error`] words them (`parse_options` in the
@@ -201,7 +232,8 @@ pub const MAX_ANCHORS: usize = 1_000;
 pub const MAX_NODES: usize = 2_000_000;
 pub const MAX_REPLAYED_EVENTS: usize = 100_000;
 
-const FLATTEN: &str = "a plan is at most 32 levels deep (a VM's network is at level 8); remove the extra nesting";
+const FLATTEN: &str =
+    "a plan is at most 32 levels deep (a VM's network is at level 8); remove the extra nesting";
 const EXPAND_ALIASES: &str = "write the values out instead of nesting aliases of aliases";
 
 /// A serde-saphyr error as a located diagnostic.
@@ -217,7 +249,10 @@ pub fn yaml_error(text: &str, err: &serde_saphyr::Error) -> Diagnostic {
         E::DuplicateMappingKey { key, .. } => (
             Code::DuplicateKey,
             match key {
-                Some(k) => format!("duplicate key '{}' in this mapping", super::suggest::shorten(k)),
+                Some(k) => format!(
+                    "duplicate key '{}' in this mapping",
+                    super::suggest::shorten(k)
+                ),
                 None => "duplicate key in this mapping".to_owned(),
             },
             "a key may appear once per mapping: remove or merge the repeated entry".to_owned(),
@@ -238,19 +273,25 @@ pub fn yaml_error(text: &str, err: &serde_saphyr::Error) -> Diagnostic {
                     FLATTEN,
                 ),
                 B::Aliases { .. } => (
-                    format!("the document uses more than {MAX_ALIASES} aliases (`*name`)"),
+                    format!(
+                        "the document uses more than {} aliases (`*name`)",
+                        thousands(MAX_ALIASES)
+                    ),
                     EXPAND_ALIASES,
                 ),
                 B::Anchors { .. } => (
-                    format!("the document defines more than {MAX_ANCHORS} anchors (`&name`)"),
+                    format!(
+                        "the document defines more than {} anchors (`&name`)",
+                        thousands(MAX_ANCHORS)
+                    ),
                     "a plan needs few anchors; remove the unused ones",
                 ),
                 B::Nodes { .. } | B::Events { .. } => (
-                    format!("the document has more than {MAX_NODES} values"),
+                    format!("the document has more than {} values", thousands(MAX_NODES)),
                     "split the plan into several plans, one per application or wave",
                 ),
                 B::ScalarBytes { .. } => (
-                    format!("the text values add up to more than {MAX_PLAN_BYTES} bytes"),
+                    "the text values add up to more than 4 MiB".to_owned(),
                     "split the plan into several plans, one per application or wave",
                 ),
                 B::RecordedAnchorEvents { .. }
@@ -258,7 +299,8 @@ pub fn yaml_error(text: &str, err: &serde_saphyr::Error) -> Diagnostic {
                 | B::AliasAnchorRatio { .. }
                 | B::MergeKeys { .. } => (
                     format!(
-                        "aliases expand to more than {MAX_REPLAYED_EVENTS} values (each alias of an alias multiplies the size)"
+                        "aliases expand to more than {} values (each alias of an alias multiplies the size)",
+                        thousands(MAX_REPLAYED_EVENTS)
                     ),
                     EXPAND_ALIASES,
                 ),
@@ -275,7 +317,8 @@ pub fn yaml_error(text: &str, err: &serde_saphyr::Error) -> Diagnostic {
         | E::AliasReplayCounterOverflow { .. } => (
             Code::YamlBudget,
             format!(
-                "aliases expand to more than {MAX_REPLAYED_EVENTS} values (each alias of an alias multiplies the size)"
+                "aliases expand to more than {} values (each alias of an alias multiplies the size)",
+                thousands(MAX_REPLAYED_EVENTS)
             ),
             EXPAND_ALIASES.to_owned(),
         ),
@@ -305,7 +348,7 @@ pub fn yaml_error(text: &str, err: &serde_saphyr::Error) -> Diagnostic {
                 .collect();
             let (code, help) = if message.contains("recursion limit") {
                 (Code::YamlBudget, FLATTEN.to_owned())
-            } else if message.contains("tab") {
+            } else if message.contains("tabs") {
                 (
                     Code::YamlSyntax,
                     "indent with spaces; YAML does not allow tabs for indentation".to_owned(),
@@ -322,28 +365,46 @@ pub fn yaml_error(text: &str, err: &serde_saphyr::Error) -> Diagnostic {
         }
     };
     let diag = Diagnostic::new(code, message).with_help(help);
-    match err.location() {
-        Some(loc) if loc.line() > 0 => {
-            let line = u32::try_from(loc.line()).unwrap_or(u32::MAX);
-            let mut column = u32::try_from(loc.column()).unwrap_or(u32::MAX).max(1);
-            let mut offset = loc
-                .span()
-                .byte_offset()
-                .and_then(|o| usize::try_from(o).ok())
-                .filter(|o| *o <= text.len())
-                .unwrap_or_else(|| offset_of(text, line, column));
-            if diag.message.contains("tab") {
+    match location(text, err) {
+        Some((line, mut column, mut offset)) => {
+            let mut len = 0;
+            if diag.message.contains("tabs") {
                 // The parser stops after the tab; the tab is what to fix.
                 if let Some((tab_offset, tab_column)) = leading_tab(text, offset) {
-                    offset = tab_offset;
-                    column = tab_column;
+                    (offset, column, len) = (tab_offset, tab_column, 1);
                 }
             }
-            let len = if diag.message.contains("tab") { 1 } else { 0 };
             diag.at(line, column, offset, len)
         }
         _ => diag,
     }
+}
+
+/// Line, column and byte offset of a parser error, when it has a place.
+fn location(text: &str, err: &serde_saphyr::Error) -> Option<(u32, u32, usize)> {
+    let loc = err.location().filter(|l| l.line() > 0)?;
+    let line = u32::try_from(loc.line()).unwrap_or(u32::MAX);
+    let column = u32::try_from(loc.column()).unwrap_or(u32::MAX).max(1);
+    let offset = loc
+        .span()
+        .byte_offset()
+        .and_then(|o| usize::try_from(o).ok())
+        .filter(|o| *o <= text.len())
+        .unwrap_or_else(|| offset_of(text, line, column));
+    Some((line, column, offset))
+}
+
+/// `1,000,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The first tab in the indentation of the line that holds `offset`.
@@ -358,18 +419,28 @@ fn leading_tab(text: &str, offset: usize) -> Option<(usize, u32)> {
 /// The help for a syntax error: an unclosed `[` or `{` before the error is
 /// the usual cause, and the parser only notices it lines later.
 fn syntax_help(text: &str, err: &serde_saphyr::Error) -> String {
-    let offset = err
-        .location()
-        .and_then(|l| l.span().byte_offset())
-        .and_then(|o| usize::try_from(o).ok())
-        .unwrap_or(text.len())
-        .min(text.len());
-    match unclosed_bracket(text.get(..offset).unwrap_or(text)) {
-        Some((open, line, column)) => {
-            let close = if open == '[' { ']' } else { '}' };
-            format!("the `{open}` at line {line}, column {column} is never closed: add `{close}` at the end of its value")
-        }
-        None => "fix the YAML syntax at this position".to_owned(),
+    let offset = location(text, err).map_or(text.len(), |(_, _, offset)| offset);
+    let message = err.to_string();
+    if message.contains("mismatched bracket") {
+        "a flow list opened with `[` ends with `]`, a flow mapping opened with `{` ends with `}`"
+            .to_owned()
+    } else if let Some((open, line, column)) = unclosed_bracket(text.get(..offset).unwrap_or(text))
+    {
+        let close = if open == '[' { ']' } else { '}' };
+        format!(
+            "the `{open}` at line {line}, column {column} is not closed before this point: end its value with `{close}`"
+        )
+    } else if message.contains("did not find expected key")
+        || message.contains("mapping values are not allowed")
+        || message.contains("did not find expected '-'")
+    {
+        "check the indentation of this line: the keys of one mapping, and the `-` items of one list, start in the same column".to_owned()
+    } else if message.contains("unclosed quote")
+        || message.contains("found unexpected end of stream")
+    {
+        "close the quote that starts here with the same quote character".to_owned()
+    } else {
+        "fix the YAML syntax at this position".to_owned()
     }
 }
 

@@ -55,22 +55,32 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
             if origin == Origin::Discovered && !input::mentions_plan_kind_bytes(bytes) {
                 return Checked::NotAPlan;
             }
-            return Checked::Plan(report(String::new(), vec![*diag]), None);
+            // A located decoding error is shown in the lossily decoded text.
+            let source = if diag.span.is_some() {
+                secrets::redact_text(&input::lossy_source(bytes))
+            } else {
+                String::new()
+            };
+            return Checked::Plan(report(source, vec![*diag]), None);
         }
     };
     if let Some(diag) = input::control_character(text) {
         if origin == Origin::Discovered && !input::mentions_plan_kind(text) {
             return Checked::NotAPlan;
         }
-        return Checked::Plan(report(input::printable(text), vec![*diag]), None);
+        let source = secrets::redact_text(&input::printable(text));
+        return Checked::Plan(report(source, vec![*diag]), None);
     }
     let root = match parse(text) {
-        Ok(root) => root,
+        Ok(mut root) => {
+            trim_spans(&mut root, text);
+            root
+        }
         Err(diag) => {
             if origin == Origin::Discovered && !input::mentions_plan_kind(text) {
                 return Checked::NotAPlan;
             }
-            return Checked::Plan(report(text.to_owned(), vec![*diag]), None);
+            return Checked::Plan(report(secrets::redact_text(text), vec![*diag]), None);
         }
     };
     let mut complex_keys = Vec::new();
@@ -83,8 +93,13 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
     let source = secrets::redact(text, &secrets);
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     if matches!(root.kind, yaml::NodeKind::Null) {
+        let message = if text.trim().is_empty() {
+            "the file is empty"
+        } else {
+            "the file holds no YAML value, only comments, blank lines or an empty document"
+        };
         diagnostics.push(
-            Diagnostic::new(Code::EmptyDocument, "the file holds no YAML document").with_help(
+            Diagnostic::new(Code::EmptyDocument, message).with_help(
                 "start from an example in plans/, or run `failback schema` for the format",
             ),
         );
@@ -92,26 +107,47 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
     }
     for (pointer, pos) in complex_keys {
         diagnostics.push(locate(
-            Diagnostic::new(Code::ComplexKey, "a mapping or sequence is used as a key")
-                .with_help(
-                    "plan keys are plain strings such as `name:`; remove the `?` or the brackets",
-                )
-                .with_pointer(pointer),
+            Diagnostic::new(
+                Code::ComplexKey,
+                format!(
+                    "a mapping or sequence is used as a key in {}",
+                    suggest::place(&pointer, &value)
+                ),
+            )
+            .with_help(
+                "plan keys are plain strings such as `name:`; remove the `?` or the brackets",
+            )
+            .with_pointer(pointer),
             pos,
         ));
     }
-    let mut from_rules = rules::check(&value);
+    let line_of = |pointer: &str| root.lookup(pointer).map(|(node, _)| node.pos.line);
+    let mut from_rules = rules::check(&value, &line_of);
     from_rules.extend(secrets.iter().map(|s| s.diagnostic()));
     let covered: Vec<String> = from_rules
         .iter()
         .filter_map(|d| d.pointer.clone())
         .collect();
-    let from_schema = schema_check::check(&value).into_iter().filter(|d| {
-        let p = d.pointer.as_deref().unwrap_or("");
-        !covered
-            .iter()
-            .any(|c| p == c || secrets.iter().any(|s| p.starts_with(&s.pointer)))
-    });
+    // A node a rule reports on is not reported again by the schema, and
+    // nothing under a secret is reported but the secret (a message about a
+    // value would quote it).
+    let under_secret = |p: &str| {
+        secrets.iter().any(|s| {
+            p.strip_prefix(s.pointer.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    };
+    let source_of = |pointer: &str| {
+        let (node, _) = root.lookup(pointer)?;
+        let end = node.pos.offset.checked_add(node.pos.len)?;
+        text.get(node.pos.offset..end).map(str::to_owned)
+    };
+    let from_schema = schema_check::check(&value, &source_of)
+        .into_iter()
+        .filter(|d| {
+            let p = d.pointer.as_deref().unwrap_or("");
+            !covered.iter().any(|c| p == c) && !under_secret(p)
+        });
     diagnostics.extend(from_schema);
     diagnostics.extend(from_rules);
     for diag in &mut diagnostics {
@@ -144,13 +180,37 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
     Checked::Plan(report(source, diagnostics), plan)
 }
 
-/// Where a diagnostic about `pointer` is shown: the key for unknown and
-/// duplicate keys, the value otherwise, the parent for a missing node.
+/// Where a diagnostic about `pointer` is shown: the key for an unknown key,
+/// for a mapping that lacks a required key and for a whole section
+/// (`spec.encryption`), the value otherwise, the parent for a missing node.
 fn position_of(root: &Node, pointer: &str, code: Code) -> Pos {
+    let at_key = matches!(
+        code,
+        Code::UnknownKey | Code::MissingKey | Code::EncryptionRetired
+    );
     match root.lookup(pointer) {
-        Some((_, Some(key))) if code == Code::UnknownKey => key.pos,
+        Some((_, Some(key))) if at_key => key.pos,
         Some((node, _)) => node.pos,
         None => root.nearest(pointer).pos,
+    }
+}
+
+/// Block scalars end where the next token starts, so the parser's span of
+/// one takes in the line break and the indentation after it. Trimmed, a
+/// label underlines only the value, and redacting a secret blanks nothing
+/// else.
+fn trim_spans(node: &mut Node, text: &str) {
+    let end = node.pos.offset.saturating_add(node.pos.len).min(text.len());
+    if let Some(value) = text.get(node.pos.offset.min(end)..end) {
+        node.pos.len = value.trim_end_matches([' ', '\t', '\r', '\n']).len();
+    }
+    match &mut node.kind {
+        yaml::NodeKind::Seq(items) => items.iter_mut().for_each(|n| trim_spans(n, text)),
+        yaml::NodeKind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            trim_spans(k, text);
+            trim_spans(v, text);
+        }),
+        _ => {}
     }
 }
 
@@ -162,19 +222,19 @@ fn locate(diag: Diagnostic, pos: Pos) -> Diagnostic {
 /// part of them), tight enough that no input can exhaust memory or stack.
 fn parse_options() -> serde_saphyr::Options {
     let budget = serde_saphyr::budget! {
-        max_depth: 32,
-        flow_nesting_limit: 32,
+        max_depth: input::MAX_DEPTH,
+        flow_nesting_limit: input::MAX_DEPTH,
         max_documents: 1,
-        max_aliases: 1_000,
-        max_anchors: 1_000,
-        max_nodes: 2_000_000,
-        max_events: 4_000_000,
+        max_aliases: input::MAX_ALIASES,
+        max_anchors: input::MAX_ANCHORS,
+        max_nodes: input::MAX_NODES,
+        max_events: 2 * input::MAX_NODES,
         max_total_scalar_bytes: MAX_PLAN_BYTES,
-        max_recorded_anchor_events: 100_000,
+        max_recorded_anchor_events: input::MAX_REPLAYED_EVENTS,
         max_recorded_anchor_bytes: 1 << 20,
     };
     let mut alias_limits = serde_saphyr::options::AliasLimits::default();
-    alias_limits.max_total_replayed_events = 100_000;
+    alias_limits.max_total_replayed_events = input::MAX_REPLAYED_EVENTS;
     alias_limits.max_replay_stack_depth = 16;
     serde_saphyr::options! {
         budget: budget,

@@ -10,11 +10,15 @@ use serde_json::Value;
 use super::suggest::{did_you_mean, list, place, quote, shorten};
 use crate::diagnostics::{Code, Diagnostic};
 
+/// Where a node is, for help that points at another node than its own
+/// diagnostic: the line of a JSON pointer, when the caller knows it.
+pub type LineOf<'a> = &'a dyn Fn(&str) -> Option<u32>;
+
 /// Every rule violation in the document.
-pub fn check(root: &Value) -> Vec<Diagnostic> {
+pub fn check(root: &Value, line_of: LineOf<'_>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let hosts = hosts(root, &mut out);
-    groups_and_vms(root, &hosts, &mut out);
+    let hosts = hosts(root, line_of, &mut out);
+    groups_and_vms(root, &hosts, line_of, &mut out);
     encryption(root, &mut out);
     out
 }
@@ -55,7 +59,20 @@ impl<'a> Unique<'a> {
 }
 
 /// host name -> its vSwitches; checks both are unique.
-fn hosts<'a>(root: &'a Value, out: &mut Vec<Diagnostic>) -> HashMap<&'a str, Vec<&'a str>> {
+/// The first declaration of a repeated name, as help shows it: its line
+/// (two entries with the same name have the same path).
+fn first_declaration(first: &str, root: &Value, line_of: LineOf<'_>) -> String {
+    match line_of(first) {
+        Some(line) => format!("line {line}"),
+        None => place(first, root),
+    }
+}
+
+fn hosts<'a>(
+    root: &'a Value,
+    line_of: LineOf<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> HashMap<&'a str, Vec<&'a str>> {
     let mut map = HashMap::new();
     let mut unique = Unique::new();
     for (i, host) in items(root.pointer("/spec/primary/hosts")) {
@@ -64,7 +81,7 @@ fn hosts<'a>(root: &'a Value, out: &mut Vec<Diagnostic>) -> HashMap<&'a str, Vec
         if let Some(first) = unique.seen(name, pointer.clone()) {
             out.push(
                 Diagnostic::new(Code::DuplicateHost, format!("host '{}' is declared more than once", shorten(name)))
-                    .with_help(format!("host names are unique: rename it, or merge its vSwitches into the first declaration ({})", place(&first, root)))
+                    .with_help(format!("host names are unique: rename it, or merge its vSwitches into the first declaration (at {})", first_declaration(&first, root, line_of)))
                     .with_pointer(pointer),
             );
             continue;
@@ -96,7 +113,12 @@ fn hosts<'a>(root: &'a Value, out: &mut Vec<Diagnostic>) -> HashMap<&'a str, Vec
     map
 }
 
-fn groups_and_vms(root: &Value, hosts: &HashMap<&str, Vec<&str>>, out: &mut Vec<Diagnostic>) {
+fn groups_and_vms(
+    root: &Value,
+    hosts: &HashMap<&str, Vec<&str>>,
+    line_of: LineOf<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
     let mut groups = Unique::new();
     let mut vms = Unique::new();
     let defaults = root.pointer("/spec/defaults");
@@ -109,7 +131,7 @@ fn groups_and_vms(root: &Value, hosts: &HashMap<&str, Vec<&str>>, out: &mut Vec<
             if let Some(first) = groups.seen(name, pointer.clone()) {
                 out.push(
                     Diagnostic::new(Code::DuplicateGroup, format!("group '{}' is declared more than once", shorten(name)))
-                        .with_help(format!("group names are unique: rename it, or move its VMs into the first group ({})", place(&first, root)))
+                        .with_help(format!("group names are unique: rename it, or move its VMs into the first group (at {})", first_declaration(&first, root, line_of)))
                         .with_pointer(pointer),
                 );
             }
@@ -126,8 +148,8 @@ fn groups_and_vms(root: &Value, hosts: &HashMap<&str, Vec<&str>>, out: &mut Vec<
                             format!("VM '{}' is declared more than once", shorten(name)),
                         )
                         .with_help(format!(
-                            "a VM fails back once: remove this entry or the first one ({})",
-                            place(&first, root)
+                            "a VM fails back once: remove this entry or the first one (at {})",
+                            first_declaration(&first, root, line_of)
                         ))
                         .with_pointer(pointer),
                     );
@@ -238,7 +260,10 @@ fn vm_settings<'a>(
         out.push(
             Diagnostic::new(
                 Code::AutoCommitWithoutVerify,
-                format!("{label} commits automatically without a `verify` check; commit deletes the recovery copy"),
+                format!(
+                    "{label} commits automatically{} without a `verify` check; commit deletes the recovery copy",
+                    if own("commit").is_some() { "" } else { " (spec.defaults.commit: auto)" }
+                ),
             )
             .with_help("add `verify: { command: [...], timeout: 5m }` to check the VM before commit, or use `commit: manual`")
             .with_pointer(pointer),
@@ -260,14 +285,35 @@ fn vm_settings<'a>(
                 Diagnostic::new(
                     Code::InvalidDuration,
                     format!(
-                        "{} is not a duration: {e}",
-                        quote(&Value::String(timeout.to_owned()))
+                        "{} is not a duration: {}",
+                        quote(&Value::String(timeout.to_owned())),
+                        duration_problem(timeout, &e)
                     ),
                 )
                 .with_help("write a duration such as `90s`, `5m` or `1h 30m` (units: s, m, h, d)")
                 .with_pointer(pointer),
             ),
         }
+    }
+}
+
+/// What is wrong with a duration, in words (humantime's own messages give
+/// byte offsets).
+fn duration_problem(text: &str, e: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    let at = |i: &usize| {
+        text.get(*i..)
+            .and_then(|rest| rest.chars().next())
+            .map_or_else(String::new, |c| format!(" '{}'", shorten(&c.to_string())))
+    };
+    match e {
+        E::InvalidCharacter(i) => format!("unexpected character{}", at(i)),
+        E::NumberExpected(i) if text.trim().is_empty() => "it is empty".to_owned(),
+        E::NumberExpected(0) => "it must start with a number".to_owned(),
+        E::NumberExpected(i) => format!("a number is expected before{}", at(i)),
+        E::UnknownUnit { unit, .. } => format!("unknown unit '{}'", shorten(unit)),
+        E::NumberOverflow => "the number is too large".to_owned(),
+        E::Empty => "it is empty".to_owned(),
     }
 }
 

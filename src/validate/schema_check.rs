@@ -27,8 +27,31 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     Compiled { schema, validator }
 });
 
+/// The source text of the scalar at a JSON pointer: a number is quoted as
+/// it was written (`99999999999999999999`), not as the float it became.
+pub type SourceOf<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// What converting an error needs besides the error.
+struct Context<'a> {
+    root: &'a Value,
+    schema: &'a Value,
+    source: SourceOf<'a>,
+}
+
+impl Context<'_> {
+    /// A value as messages quote it.
+    fn shown(&self, value: &Value, pointer: &str) -> String {
+        match value {
+            Value::Number(_) => (self.source)(pointer)
+                .filter(|s| !s.is_empty() && s.len() <= 60)
+                .unwrap_or_else(|| quote(value)),
+            _ => quote(value),
+        }
+    }
+}
+
 /// Every schema violation of `instance`.
-pub fn check(instance: &Value) -> Vec<Diagnostic> {
+pub fn check(instance: &Value, source: SourceOf<'_>) -> Vec<Diagnostic> {
     let compiled = &*COMPILED;
     let Some(validator) = &compiled.validator else {
         return vec![Diagnostic::new(
@@ -37,13 +60,96 @@ pub fn check(instance: &Value) -> Vec<Diagnostic> {
         )];
     };
     let mut out = Vec::new();
+    let ctx = Context {
+        root: instance,
+        schema: &compiled.schema,
+        source,
+    };
     for error in validator.iter_errors(instance) {
-        convert(&error, instance, &compiled.schema, &mut out);
+        convert(&error, &ctx, &mut out);
     }
+    integral_floats(
+        instance,
+        &mut String::new(),
+        instance,
+        &compiled.schema,
+        &mut out,
+    );
+    // An empty name breaks both its pattern and its minimum length: the
+    // length error says more, and one error per value is enough.
+    let lengths: Vec<Option<String>> = out
+        .iter()
+        .filter(|d| is_length_error(d))
+        .map(|d| d.pointer.clone())
+        .collect();
+    out.retain(|d| {
+        d.code != Code::InvalidFormat || is_length_error(d) || !lengths.contains(&d.pointer)
+    });
     out
 }
 
-fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut Vec<Diagnostic>) {
+fn is_length_error(d: &Diagnostic) -> bool {
+    d.code == Code::InvalidFormat && d.message.contains(" characters; at ")
+}
+
+/// JSON Schema counts `4.0` as an integer, the typed plan does not: a
+/// float where the schema wants an integer is reported here, at its node,
+/// instead of failing the final deserialization without a position.
+fn integral_floats(
+    value: &Value,
+    pointer: &mut String,
+    root: &Value,
+    schema: &Value,
+    out: &mut Vec<Diagnostic>,
+) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let wants_integer = schema_at(schema, pointer)
+                .and_then(|s| s.get("type"))
+                .and_then(Value::as_str)
+                == Some("integer");
+            // Beyond 2^53 the float is an integer literal too large for
+            // any integer type; the range check reports that one.
+            let written_as_decimal = n
+                .as_f64()
+                .is_some_and(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0);
+            if wants_integer && written_as_decimal {
+                out.push(
+                    Diagnostic::new(
+                        Code::WrongType,
+                        format!(
+                            "{} must be an integer, found the decimal number {n}",
+                            place(pointer, root)
+                        ),
+                    )
+                    .with_help("write a whole number without a decimal point")
+                    .with_pointer(pointer.clone()),
+                );
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let len = pointer.len();
+                pointer.push_str(&format!("/{i}"));
+                integral_floats(v, pointer, root, schema, out);
+                pointer.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&escape_segment(k));
+                integral_floats(v, pointer, root, schema, out);
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn convert(error: &ValidationError<'_>, ctx: &Context<'_>, out: &mut Vec<Diagnostic>) {
+    let (root, schema) = (ctx.root, ctx.schema);
     let pointer = error.instance_path().as_str().to_owned();
     let instance = error.instance();
     let sub = schema_at(schema, &pointer);
@@ -75,7 +181,7 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
                 .and_then(|s| s.get("properties"))
                 .and_then(|p| p.get(name))
                 .and_then(|p| description(p, schema))
-                .map(|d| format!(": {d}"))
+                .map(|d| format!(". {d}"))
                 .unwrap_or_default();
             let present: Vec<&str> = instance
                 .as_object()
@@ -89,7 +195,7 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
                     Code::MissingKey,
                     format!("{here} is missing the required key '{name}'{typo}"),
                 )
-                .with_help(format!("add `{name}:`{description}"))
+                .with_help(format!("add `{name}:` to {here}{description}"))
                 .with_pointer(pointer),
             );
         }
@@ -102,16 +208,21 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
                     .collect::<Vec<_>>()
                     .join(" or "),
             };
+            let found = match &**instance {
+                Value::Array(_) | Value::Object(_) | Value::Null => type_name(instance).to_owned(),
+                _ => format!("{} {}", type_name(instance), ctx.shown(instance, &pointer)),
+            };
+            let help = if pointer.is_empty() {
+                "a plan is a mapping that starts with `apiVersion: failback/v1` and `kind: FailbackPlan`; start from an example in plans/".to_owned()
+            } else {
+                type_help(&expected, instance, &ctx.shown(instance, &pointer))
+            };
             out.push(
                 Diagnostic::new(
                     Code::WrongType,
-                    format!(
-                        "{here} must be {expected}, found {} {}",
-                        type_name(instance),
-                        quote_if_scalar(instance)
-                    ),
+                    format!("{here} must be {expected}, found {found}"),
                 )
-                .with_help(type_help(&expected, instance))
+                .with_help(help)
                 .with_pointer(pointer),
             );
         }
@@ -139,10 +250,13 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
                 }
                 _ => String::new(),
             };
-            let help = sub.and_then(|s| description(s, schema)).map_or_else(
+            let mut help = sub.and_then(|s| description(s, schema)).map_or_else(
                 || "see `failback schema` for the allowed form".to_owned(),
                 |d| format!("expected {}", lower_first(&d)),
             );
+            if let ValidationErrorKind::Pattern { pattern } = error.kind() {
+                help.push_str(&format!(" It must match the pattern `{pattern}`."));
+            }
             out.push(
                 Diagnostic::new(
                     Code::InvalidFormat,
@@ -169,7 +283,7 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
             out.push(
                 Diagnostic::new(
                     Code::OutOfRange,
-                    format!("{here} is {}, out of range", quote(instance)),
+                    format!("{here} is {}, out of range", ctx.shown(instance, &pointer)),
                 )
                 .with_help(format!("use {range}"))
                 .with_pointer(pointer),
@@ -180,10 +294,10 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
             out.push(
                 Diagnostic::new(
                     Code::WrongCount,
-                    format!(
-                        "{here} has {} item(s); at least {limit} required",
-                        instance.as_array().map_or(0, Vec::len)
-                    ),
+                    match instance.as_array().map_or(0, Vec::len) {
+                        0 => format!("{here} is empty; at least {limit} required"),
+                        n => format!("{here} has {n} item(s); at least {limit} required"),
+                    },
                 )
                 .with_help(format!("declare at least {limit} entry in `{what}`"))
                 .with_pointer(pointer),
@@ -198,7 +312,7 @@ fn convert(error: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut 
             .with_pointer(pointer),
         ),
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
-            one_of(context, instance, &pointer, &here, root, schema, out);
+            one_of(context, instance, &pointer, &here, ctx, out);
         }
         _ => out.push(
             Diagnostic::new(Code::SchemaViolation, format!("{here}: {}", error.masked()))
@@ -216,8 +330,7 @@ fn one_of(
     instance: &Value,
     pointer: &str,
     here: &str,
-    root: &Value,
-    schema: &Value,
+    ctx: &Context<'_>,
     out: &mut Vec<Diagnostic>,
 ) {
     let keys: Vec<&str> = instance
@@ -271,7 +384,7 @@ fn one_of(
     };
     if let Some(branch) = context.iter().min_by_key(|errs| score(errs)) {
         for error in branch {
-            convert(error, root, schema, out);
+            convert(error, ctx, out);
         }
     } else {
         out.push(
@@ -286,10 +399,11 @@ fn one_of(
 
 fn invalid_value(here: &str, instance: &Value, options: &[&str], pointer: String) -> Diagnostic {
     let given = instance.as_str().unwrap_or_default();
-    let mut help = did_you_mean(given, options.iter().copied());
+    let mut help = String::new();
     if options.len() == 1 {
         help.push_str(&format!("the only valid value is '{}'", options[0]));
     } else {
+        help = did_you_mean(given, options.iter().copied());
         help.push_str(&format!("valid values: {}", options.join(", ")));
     }
     Diagnostic::new(
@@ -300,25 +414,28 @@ fn invalid_value(here: &str, instance: &Value, options: &[&str], pointer: String
     .with_pointer(pointer)
 }
 
-fn type_help(expected: &str, instance: &Value) -> String {
+fn type_help(expected: &str, instance: &Value, shown: &str) -> String {
     match (expected, instance) {
         ("a boolean", Value::String(s)) => format!(
             "YAML 1.2 has only `true` and `false` as booleans; '{}' is a string here: write true or false",
             super::suggest::shorten(s)
         ),
         ("a string", Value::Number(_) | Value::Bool(_)) => {
-            format!("quote the value to make it a string: \"{instance}\"")
+            format!(
+                "quote the value to make it a string: \"{}\"",
+                shown.trim_matches('\'')
+            )
         }
         ("a string", Value::Null) => "write a value after the colon, or remove the key".to_owned(),
-        ("an array", Value::String(s)) => format!(
+        ("a list", Value::String(s)) => format!(
             "write a list, for example [\"{}\"]",
             super::suggest::shorten(s)
         ),
-        ("an array", _) => "write a list: one `- item` per line, or [a, b]".to_owned(),
-        ("an object", Value::Null) => {
+        ("a list", _) => "write a list: one `- item` per line, or [a, b]".to_owned(),
+        ("a mapping", Value::Null) => {
             "write the keys of this mapping under it, indented, or remove the key".to_owned()
         }
-        ("an object", _) => {
+        ("a mapping", _) => {
             "write a mapping: `key: value` pairs indented under this key".to_owned()
         }
         ("an integer", Value::String(s)) => format!(
@@ -329,16 +446,13 @@ fn type_help(expected: &str, instance: &Value) -> String {
     }
 }
 
-fn quote_if_scalar(v: &Value) -> String {
-    match v {
-        Value::Array(_) | Value::Object(_) | Value::Null => String::new(),
-        _ => quote(v),
-    }
-}
-
+/// A JSON type as YAML authors call it.
 fn article(json_type: &str) -> String {
     match json_type {
-        "array" | "object" | "integer" => format!("an {json_type}"),
+        "array" => "a list".to_owned(),
+        "object" => "a mapping".to_owned(),
+        "integer" => "an integer".to_owned(),
+        "null" => "empty (null)".to_owned(),
         t => format!("a {t}"),
     }
 }
@@ -394,7 +508,16 @@ fn schema_at<'a>(schema: &'a Value, pointer: &str) -> Option<&'a Value> {
                 node.get("items")
                     .filter(|_| segment.parse::<usize>().is_ok())
             })
-            .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))?;
+            .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))
+            .or_else(|| {
+                // A `oneOf`/`anyOf` of mappings (a secret reference): the
+                // branch that has the property.
+                ["oneOf", "anyOf"]
+                    .iter()
+                    .filter_map(|k| node.get(*k).and_then(Value::as_array))
+                    .flatten()
+                    .find_map(|b| resolve(b, schema).get("properties")?.get(&segment))
+            })?;
         node = resolve(next, schema);
     }
     Some(node)

@@ -35,7 +35,7 @@ impl Secret {
     }
 }
 
-/// Every secret in the document.
+/// Every secret in the document, in values and in mapping keys.
 pub fn find(value: &Value, root: &Node) -> Vec<Secret> {
     let mut found = Vec::new();
     let mut pointer = String::new();
@@ -48,18 +48,24 @@ pub fn find(value: &Value, root: &Node) -> Vec<Secret> {
         } else {
             v.as_str().and_then(looks_secret)
         };
-        if let Some(what) = what {
-            let (offset, len) = root
-                .lookup(ptr)
-                .map_or((0, 0), |(n, _)| (n.pos.offset, n.pos.len));
-            found.push(Secret {
-                pointer: ptr.to_owned(),
-                what,
-                place: place(ptr, value),
-                offset,
-                len,
-            });
-        }
+        let key_secret = v
+            .as_object()
+            .and_then(|m| m.keys().find_map(|k| looks_secret(k)));
+        let what = match (what, key_secret) {
+            (Some(what), _) => what,
+            (None, Some(_)) => "a key that is a certificate or key",
+            (None, None) => return,
+        };
+        let (offset, len) = root
+            .lookup(ptr)
+            .map_or((0, 0), |(n, _)| (n.pos.offset, n.pos.len));
+        found.push(Secret {
+            pointer: ptr.to_owned(),
+            what,
+            place: place(ptr, value),
+            offset,
+            len,
+        });
     });
     found
 }
@@ -91,7 +97,7 @@ fn walk(value: &Value, pointer: &mut String, visit: &mut dyn FnMut(&str, &Value)
 
 /// Whether a string is a secret by its shape: PEM blocks, private keys,
 /// long base64 DER blobs (certificates and PFX files start `MII`).
-fn looks_secret(s: &str) -> Option<&'static str> {
+pub fn looks_secret(s: &str) -> Option<&'static str> {
     let t = s.trim();
     if t.contains("-----BEGIN") && t.contains("PRIVATE KEY") {
         return Some("a private key");
@@ -109,23 +115,113 @@ fn looks_secret(s: &str) -> Option<&'static str> {
     None
 }
 
-/// The source with every secret's bytes replaced by `*` (line breaks kept,
-/// so that every other position is unchanged).
+/// The source with every secret's characters replaced by `*` (whitespace
+/// kept, so that every other position and the layout are unchanged), and
+/// then whatever [`redact_text`] finds.
 pub fn redact(text: &str, secrets: &[Secret]) -> String {
-    if secrets.is_empty() {
-        return text.to_owned();
-    }
     let mut bytes = text.as_bytes().to_vec();
     for s in secrets {
         let end = s.offset.saturating_add(s.len).min(bytes.len());
-        for b in &mut bytes[s.offset.min(end)..end] {
-            if *b != b'\n' && *b != b'\r' {
-                *b = b'*';
+        blank(&mut bytes[s.offset.min(end)..end]);
+    }
+    redact_text(&into_text(bytes))
+}
+
+/// The source with everything that looks like a secret by its text alone
+/// blanked out: PEM blocks and long base64 runs starting `MII`, with the
+/// base64 lines that continue them. This is what reports show when the
+/// document cannot be parsed, and a second net when it can (a secret
+/// defined by an anchor, or used as a key).
+pub fn redact_text(text: &str) -> String {
+    if !text.contains("-----BEGIN") && !text.contains("MII") {
+        return text.to_owned();
+    }
+    enum State {
+        Outside,
+        /// After `-----BEGIN`: base64 lines, then `-----END`.
+        Pem,
+        /// After a long `MII` run: the lines of the same wrapped blob.
+        Blob,
+    }
+    let mut bytes = text.as_bytes().to_vec();
+    let mut state = State::Outside;
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let range = start..start + line.len();
+        start += line.len();
+        let content = line.trim().trim_matches(['"', '\'']);
+        if let Some(begin) = line.find("-----BEGIN") {
+            blank(&mut bytes[range.start + begin..range.end]);
+            state = if line[begin..].contains("-----END") {
+                State::Outside
+            } else {
+                State::Pem
+            };
+            continue;
+        }
+        match state {
+            State::Pem if content.contains("-----END") => {
+                blank(&mut bytes[range]);
+                state = State::Outside;
+                continue;
+            }
+            State::Pem if !content.is_empty() && content.bytes().all(is_base64_byte) => {
+                blank(&mut bytes[range]);
+                continue;
+            }
+            State::Blob if is_base64_line(content) => {
+                blank(&mut bytes[range]);
+                continue;
+            }
+            _ => state = State::Outside,
+        }
+        for (at, len) in base64_runs(line) {
+            if len >= 64 && line[at..].starts_with("MII") {
+                blank(&mut bytes[range.start + at..range.start + at + len]);
+                state = State::Blob;
             }
         }
     }
+    into_text(bytes)
+}
+
+fn blank(bytes: &mut [u8]) {
+    for b in bytes {
+        if !b.is_ascii_whitespace() {
+            *b = b'*';
+        }
+    }
+}
+
+fn into_text(bytes: Vec<u8>) -> String {
     // Replacing whole UTF-8 sequences byte by byte with ASCII keeps it valid.
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn is_base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
+}
+
+/// A line that continues a wrapped base64 blob: long, or the padded end.
+fn is_base64_line(content: &str) -> bool {
+    (content.len() >= 16 || content.ends_with('=')) && content.bytes().all(is_base64_byte)
+}
+
+/// Offsets and lengths of the runs of base64 characters in a line.
+fn base64_runs(line: &str) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut run_start = None;
+    for (i, b) in line.bytes().chain(std::iter::once(b' ')).enumerate() {
+        match (is_base64_byte(b), run_start) {
+            (true, None) => run_start = Some(i),
+            (false, Some(s)) => {
+                runs.push((s, i - s));
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    runs
 }
 
 #[cfg(test)]
@@ -140,5 +236,18 @@ mod tests {
         assert!(looks_secret(&format!("MII{}", "A".repeat(80))).is_some());
         assert!(looks_secret("certs/dr.pfx").is_none());
         assert!(looks_secret("Production").is_none());
+    }
+
+    #[test]
+    fn text_redaction_keeps_layout() {
+        let pem = "a: |\n  -----BEGIN CERTIFICATE-----\n  MIIBszCCAVmg\n  -----END CERTIFICATE-----\nb: x\n";
+        let out = redact_text(pem);
+        assert_eq!(out.len(), pem.len());
+        assert!(!out.contains("BEGIN") && !out.contains("MIIB"), "{out}");
+        assert!(out.ends_with("\nb: x\n"), "{out}");
+        let blob = format!("k: MII{}\nn: 1\n", "A".repeat(80));
+        let out = redact_text(&blob);
+        assert!(!out.contains("MII") && out.ends_with("\nn: 1\n"), "{out}");
+        assert_eq!(redact_text("name: MIIshort\n"), "name: MIIshort\n");
     }
 }

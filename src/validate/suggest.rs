@@ -38,7 +38,8 @@ pub fn did_you_mean<'a, I>(input: &str, candidates: I) -> String
 where
     I: IntoIterator<Item = &'a str>,
 {
-    closest(input, candidates).map_or_else(String::new, |c| format!("did you mean '{c}'? "))
+    closest(input, candidates)
+        .map_or_else(String::new, |c| format!("did you mean '{}'? ", shorten(c)))
 }
 
 /// A value as it is quoted in a message: short, one line.
@@ -66,8 +67,13 @@ pub fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// A value as messages show it: one line, at most 60 characters, and
+/// never a secret (see `secrets::looks_secret`).
 pub fn shorten(s: &str) -> String {
     const MAX: usize = 60;
+    if super::secrets::looks_secret(s).is_some() {
+        return "<secret, not shown>".to_owned();
+    }
     let one_line: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -102,7 +108,7 @@ pub fn place(pointer: &str, root: &Value) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(&segment);
+                out.push_str(&shorten(&segment));
             }
         }
         node = next;
@@ -119,7 +125,7 @@ pub fn list(items: &[&str], max: usize) -> String {
     let mut s = items
         .iter()
         .take(max)
-        .copied()
+        .map(|i| shorten(i))
         .collect::<Vec<_>>()
         .join(", ");
     if items.len() > max {

@@ -113,7 +113,7 @@ pub fn decide(plan: &FailbackPlan, vm: &Vm, world: &World, approvals: &Approvals
         });
     };
     let end = end_state(&s);
-    if observed.state >= end {
+    if observed.state >= end && !lost_start(observed) {
         return Decision::Done;
     }
     if let Some(b) = connectivity(plan, vm, world) {
@@ -152,6 +152,13 @@ pub fn decide(plan: &FailbackPlan, vm: &Vm, world: &World, approvals: &Approvals
         Lifecycle::Committed => Decision::Act(Action::ReverseReplicate),
         Lifecycle::Protected => Decision::Done,
     }
+}
+
+/// `commit-pending` with the primary VM off: a provider lost its start.
+/// Not the end state even under `commit: never`, which declares the VM
+/// running on the primary host; completing again verifies and starts it.
+fn lost_start(observed: &ObservedVm) -> bool {
+    observed.state == Lifecycle::CommitPending && !observed.primary_running
 }
 
 fn request(vm: &Vm, s: &EffectiveSettings, observed: &ObservedVm) -> FailbackRequest {
@@ -297,21 +304,18 @@ pub fn remaining_steps(
     if end > Lifecycle::Committed {
         steps.push((Lifecycle::Committed, "reverse-replicate"));
     }
-    if state >= end {
+    let lost_start = observed.is_some_and(lost_start);
+    if state >= end && !lost_start {
         return Vec::new();
     }
-    let primary_running = observed.is_some_and(|o| o.primary_running);
     steps
         .into_iter()
-        .filter(|(at, step)| {
-            *at >= state
-                && !(state == Lifecycle::CommitPending
-                    && *step == "start-primary"
-                    && primary_running)
-        })
+        .filter(|(at, step)| *at >= state || (lost_start && *step == "start-primary"))
         .map(|(_, step)| step)
         .collect()
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

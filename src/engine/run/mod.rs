@@ -224,15 +224,20 @@ async fn run_groups(
             }));
             continue;
         }
+        // One observation serves every VM's first decision: a converged or
+        // gated VM then costs no observation of its own, whatever the plan's
+        // size. Every later decision observes afresh.
+        let snapshot = observe(&shared).await.ok().map(Arc::new);
         let mut tasks = tokio::task::JoinSet::new();
         for v in 0..group.vms.len() {
             let shared = Arc::clone(&shared);
             let semaphore = Arc::clone(&semaphore);
+            let snapshot = snapshot.clone();
             let span = info_span!("vm", vm = %group.vms[v].name, group = %group_name);
             tasks.spawn(
                 async move {
                     let _permit = semaphore.acquire_owned().await;
-                    converge_vm(&shared, g, v).await
+                    converge_vm(&shared, g, v, snapshot).await
                 }
                 .instrument(span),
             );
@@ -279,7 +284,12 @@ async fn run_groups(
 /// not advance, and the run stops rather than loop.
 const MAX_DECISIONS: u32 = 32;
 
-async fn converge_vm(shared: &Shared, g: usize, v: usize) -> VmReport {
+async fn converge_vm(
+    shared: &Shared,
+    g: usize,
+    v: usize,
+    mut snapshot: Option<Arc<World>>,
+) -> VmReport {
     let group = &shared.plan.spec.groups[g];
     let vm = &group.vms[v];
     let name = vm.name.to_string();
@@ -291,9 +301,13 @@ async fn converge_vm(shared: &Shared, g: usize, v: usize) -> VmReport {
         downtime_ms: world.and_then(|w| w.vm(&name)).and_then(|o| o.downtime_ms),
     };
     let mut retries = 0u32;
-    let mut last_world = None;
+    let mut last_world: Option<Arc<World>> = None;
     for _ in 0..MAX_DECISIONS {
-        let world = match observe(shared).await {
+        let observed = match snapshot.take() {
+            Some(world) => Ok(world),
+            None => observe(shared).await.map(Arc::new),
+        };
+        let world = match observed {
             Ok(w) => w,
             Err(cause) => {
                 shared.sink.emit(Event::StepFailed {
@@ -307,7 +321,7 @@ async fn converge_vm(shared: &Shared, g: usize, v: usize) -> VmReport {
                         step: "observe",
                         cause,
                     },
-                    last_world.as_ref(),
+                    last_world.as_deref(),
                 );
             }
         };
@@ -385,7 +399,7 @@ async fn converge_vm(shared: &Shared, g: usize, v: usize) -> VmReport {
                     step,
                     cause: cause.clone(),
                 });
-                return report(VmOutcome::Failed { step, cause }, last_world.as_ref());
+                return report(VmOutcome::Failed { step, cause }, last_world.as_deref());
             }
         }
     }
@@ -402,7 +416,7 @@ async fn converge_vm(shared: &Shared, g: usize, v: usize) -> VmReport {
             step: "reconcile",
             cause,
         },
-        last_world.as_ref(),
+        last_world.as_deref(),
     )
 }
 

@@ -20,11 +20,12 @@ use crate::plan::SyncMode;
 use crate::provider::{FailbackRequest, Lifecycle, Progress, ProgressFn};
 use crate::sync::{self, BLOCK, ChangeMap, FaultPlan, ImageDigest, SyncError, SyncOptions};
 
-/// Test-only crash hook: when this environment variable holds a number `N`,
-/// every sync the lab runs stops at source offset `N` (rounded down to a
-/// block; the blocks below it are written, nothing is fsynced) and the
-/// process aborts there, as a crash would. Tests use it to prove that
-/// running the failback again completes it. Never set it otherwise.
+/// Test-only crash hook (debug builds only; release builds ignore it): when
+/// this environment variable holds a number `N`, every sync the lab runs
+/// stops at source offset `N` (rounded down to a block; the blocks below it
+/// are written, nothing is fsynced) and the process aborts there, as a crash
+/// would. Tests use it to prove that running the failback again completes
+/// it. Never set it otherwise.
 pub const TEST_ABORT_ENV: &str = "FAILBACK_TEST_ABORT_AT_SYNC_BYTES";
 
 /// `start_failback`: see `Provider::start_failback`.
@@ -181,10 +182,13 @@ fn begin(lab: &Lab, locked: &mut Locked, req: &FailbackRequest) -> Result<SyncMo
             vm.shutdown_at_ms = Some(now_ms());
         }
     }
-    locked.save()?;
+    // The shutdown is logged before the world records it: a crash between
+    // the two leaves a logged shutdown that the next run repeats, never an
+    // unlogged one (tests read the log to check the safety rules).
     if req.sync == SyncMode::Full {
         recovery_off_event(locked, &req.vm)?;
     }
+    locked.save()?;
     Ok(req.sync)
 }
 
@@ -280,10 +284,11 @@ pub(super) fn shut_down(
     }
     if vm.state != to || was_running {
         vm.state = to;
+        // Logged before it is recorded, as in `begin`.
+        if was_running {
+            recovery_off_event(&locked, name)?;
+        }
         locked.save()?;
-    }
-    if was_running {
-        recovery_off_event(&locked, name)?;
     }
     Ok(())
 }
@@ -870,6 +875,9 @@ fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), L
 }
 
 fn test_abort_fault() -> Option<FaultPlan> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
     let text = std::env::var(TEST_ABORT_ENV).ok()?;
     text.trim().parse::<u64>().ok().map(FaultPlan::fail_at)
 }

@@ -25,6 +25,20 @@ pub enum LabError {
     },
 
     #[error(
+        "cannot save the lab world {}: writing {} failed: {source}; the previous world is kept \
+         unchanged: free space or fix the disk, then run the same command again",
+        path.display(),
+        tmp.display()
+    )]
+    WorldWrite {
+        /// `world.json`.
+        path: PathBuf,
+        /// The temporary file the new world was being written to.
+        tmp: PathBuf,
+        source: io::Error,
+    },
+
+    #[error(
         "{} is not a valid lab world: {source}; recreate it with `failback lab init PLAN --force`",
         path.display()
     )]
@@ -135,6 +149,7 @@ impl From<LabError> for ProviderError {
             LabError::NoWorld { .. }
             | LabError::AlreadyExists { .. }
             | LabError::Io { .. }
+            | LabError::WorldWrite { .. }
             | LabError::Corrupt { .. }
             | LabError::Invalid { .. }
             | LabError::Sync(_)

@@ -36,11 +36,19 @@
 //! Only the lab writes the disks (guests through `lab write`); one runner
 //! acts on a VM at a time (the plan's run lock).
 //!
-//! # Test-only hook
+//! # Test-only hooks
 //!
-//! [`TEST_ABORT_ENV`] (`FAILBACK_TEST_ABORT_AT_SYNC_BYTES=N`) aborts the
-//! process inside the first sync that reaches source offset `N`, to test
-//! that a crashed failback completes when run again. Never set it otherwise.
+//! Read in debug builds only (release builds ignore them); never set them
+//! otherwise. docs/reliability.md shows how the tests use them.
+//!
+//! - [`TEST_ABORT_ENV`] (`FAILBACK_TEST_ABORT_AT_SYNC_BYTES=N`) aborts the
+//!   process inside the first sync that reaches source offset `N`.
+//! - [`TEST_ABORT_AT_WORLD_WRITE_ENV`] (`FAILBACK_TEST_ABORT_AT_WORLD_WRITE=N`,
+//!   or `N:after-rename`) aborts the process at the N-th write of
+//!   `world.json`, before (or after) the atomic rename.
+//! - [`TEST_FAIL_WORLD_WRITE_ENV`] (`FAILBACK_TEST_FAIL_WORLD_WRITE=N`) and
+//!   [`TEST_FAIL_WORLD_FSYNC_ENV`] (`FAILBACK_TEST_FAIL_WORLD_FSYNC=N`) make
+//!   the N-th write of `world.json` fail with ENOSPC, or its fsync with EIO.
 
 mod actions;
 mod error;
@@ -65,6 +73,7 @@ pub use init::{InitOptions, MAX_DISKS, init, parse_size};
 pub use world::{
     DISKS_DIR, EVENTS_FILE, LOCK_FILE, LabDisk, LabHost, LabVm, LabWorld, NetworkAttachment,
     PrimarySite, PrimaryVm, Protection, RecoverySite, RecoveryVm, Replica, Site,
+    TEST_ABORT_AT_WORLD_WRITE_ENV, TEST_FAIL_WORLD_FSYNC_ENV, TEST_FAIL_WORLD_WRITE_ENV,
     VerificationRecord, VmFaults, WORLD_FILE, WORLD_VERSION,
 };
 

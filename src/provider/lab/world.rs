@@ -450,6 +450,58 @@ pub(crate) fn save_world(lab: &Lab, world: &LabWorld) -> Result<(), LabError> {
     atomic_write(&path, &bytes)
 }
 
+/// Test-only fault point (debug builds only; release builds ignore it):
+/// `FAILBACK_TEST_FAIL_WORLD_WRITE=N` makes the N-th world write of the
+/// process fail as a full disk would (ENOSPC while writing the temporary
+/// file). Never set it otherwise.
+pub const TEST_FAIL_WORLD_WRITE_ENV: &str = "FAILBACK_TEST_FAIL_WORLD_WRITE";
+/// Test-only fault point (debug builds only): `FAILBACK_TEST_FAIL_WORLD_FSYNC=N`
+/// makes the fsync of the N-th world write's temporary file fail with EIO.
+pub const TEST_FAIL_WORLD_FSYNC_ENV: &str = "FAILBACK_TEST_FAIL_WORLD_FSYNC";
+/// Test-only crash point (debug builds only): `FAILBACK_TEST_ABORT_AT_WORLD_WRITE=N`
+/// aborts the process (as `kill -9` would) at the N-th world write, after
+/// its temporary file is written and fsynced and before the rename;
+/// `N:after-rename` aborts once the new world is in place instead.
+pub const TEST_ABORT_AT_WORLD_WRITE_ENV: &str = "FAILBACK_TEST_ABORT_AT_WORLD_WRITE";
+
+/// What a test fault point does to one world write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteFault {
+    None,
+    Enospc,
+    FsyncEio,
+    AbortBeforeRename,
+    AbortAfterRename,
+}
+
+/// The fault, if any, the test hooks put on the `n`-th (1-based) world
+/// write of this process. Always `None` in release builds.
+fn write_fault(n: u64) -> WriteFault {
+    if !cfg!(debug_assertions) {
+        return WriteFault::None;
+    }
+    let at = |var: &str| -> Option<(u64, String)> {
+        let text = std::env::var(var).ok()?;
+        let (count, suffix) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
+        Some((count.parse().ok()?, suffix.to_owned()))
+    };
+    if at(TEST_FAIL_WORLD_WRITE_ENV).is_some_and(|(at, _)| at == n) {
+        return WriteFault::Enospc;
+    }
+    if at(TEST_FAIL_WORLD_FSYNC_ENV).is_some_and(|(at, _)| at == n) {
+        return WriteFault::FsyncEio;
+    }
+    match at(TEST_ABORT_AT_WORLD_WRITE_ENV) {
+        Some((at, suffix)) if at == n && suffix == "after-rename" => WriteFault::AbortAfterRename,
+        Some((at, _)) if at == n => WriteFault::AbortBeforeRename,
+        _ => WriteFault::None,
+    }
+}
+
+fn injected(kind: std::io::ErrorKind, what: &str, var: &str) -> std::io::Error {
+    std::io::Error::new(kind, format!("{what} (injected by {var})"))
+}
+
 fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -458,21 +510,49 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let fault = write_fault(n + 1);
     let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let written = File::create(&tmp).and_then(|mut file| {
+        if fault == WriteFault::Enospc {
+            return Err(injected(
+                std::io::ErrorKind::StorageFull,
+                "no space left on device",
+                TEST_FAIL_WORLD_WRITE_ENV,
+            ));
+        }
         file.write_all(bytes)?;
+        if fault == WriteFault::FsyncEio {
+            return Err(injected(
+                std::io::ErrorKind::Other,
+                "input/output error on fsync",
+                TEST_FAIL_WORLD_FSYNC_ENV,
+            ));
+        }
         file.sync_all()
     });
     if let Err(e) = written {
-        // Best effort: the write error is the one worth reporting.
+        // Best effort: the write error is the one worth reporting. After a
+        // failed fsync the temporary file is abandoned, never fsynced again
+        // (its pages may already be lost); the old world stays in place.
         let _ = fs::remove_file(&tmp);
-        return Err(LabError::io("writing", &tmp)(e));
+        return Err(LabError::WorldWrite {
+            path: path.to_path_buf(),
+            tmp,
+            source: e,
+        });
+    }
+    if fault == WriteFault::AbortBeforeRename {
+        std::process::abort();
     }
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(LabError::io("replacing", path)(e));
     }
-    sync_dir(dir)
+    sync_dir(dir)?;
+    if fault == WriteFault::AbortAfterRename {
+        std::process::abort();
+    }
+    Ok(())
 }
 
 /// Makes the entries of `dir` (created, renamed or removed files) durable.
