@@ -40,9 +40,9 @@ fn watch(child: Child) -> std::thread::JoinHandle<(Output, Instant)> {
 #[test]
 fn fifty_applies_at_once_one_acts_the_others_exit_75_naming_it() {
     let case = Case::new(&Variant::Delta.plan());
-    // Every simulated site operation takes 150 ms: the owner runs for
+    // Every simulated site operation takes 250 ms: the owner runs for
     // seconds, long enough for every racer to start and give up.
-    case.init(&["--latency", "150"]);
+    case.init(&["--latency", "250"]);
     let started = Instant::now();
     let children: Vec<(u32, Instant, _)> = (0..RACERS)
         .map(|_| {

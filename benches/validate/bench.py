@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -42,18 +43,23 @@ def times_hyperfine(cmd, runs, warmup, tmp):
         stdout=subprocess.DEVNULL, check=True,
     )
     with open(out, encoding="utf-8") as f:
-        return json.load(f)["results"][0]["times"]
+        r = json.load(f)["results"][0]
+    return r["times"], r["user"] + r["system"]
 
 
 def times_loop(cmd, runs, warmup):
+    """Wall times, and the mean CPU time (user + system) of the runs."""
     for _ in range(warmup):
         run_quiet(cmd)
     times = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(runs):
         t0 = time.perf_counter()
         run_quiet(cmd)
         times.append(time.perf_counter() - t0)
-    return times
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return times, cpu / runs
 
 
 def peak_rss_kib(cmd, tmp):
@@ -165,9 +171,9 @@ def main():
             print(f"  timing {case['id']}: {case['tool']} on {case['input']} ...", file=sys.stderr, flush=True)
             cmd = case["cmd"]
             if timer == "hyperfine":
-                times = times_hyperfine(cmd, args.runs, args.warmup, tmp)
+                times, cpu = times_hyperfine(cmd, args.runs, args.warmup, tmp)
             else:
-                times = times_loop(cmd, args.runs, args.warmup)
+                times, cpu = times_loop(cmd, args.runs, args.warmup)
             rss = max(peak_rss_kib(cmd, tmp) for _ in range(args.rss_runs))
             results[case["id"]] = {
                 **case,
@@ -175,18 +181,19 @@ def main():
                 "mean": statistics.mean(times),
                 "sd": statistics.stdev(times) if len(times) > 1 else 0.0,
                 "min": min(times),
+                "cpu": cpu,
                 "rss_kib": rss,
             }
 
     rows = [
-        "| # | Tool | Input | Wall time, mean ± sd (ms) | Min (ms) | Peak RSS (MiB) |",
-        "| ---: | --- | --- | ---: | ---: | ---: |",
+        "| # | Tool | Input | Wall time, mean ± sd (ms) | Min (ms) | CPU, user + sys (ms) | Peak RSS (MiB) |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for n, case in enumerate(cases, 1):
         r = results[case["id"]]
         rows.append(
             f"| {n} | {r['tool']} | {r['input']} | {fmt_ms(r['mean'])} ± {fmt_ms(r['sd'])} "
-            f"| {fmt_ms(r['min'])} | {r['rss_kib'] / 1024:.1f} |"
+            f"| {fmt_ms(r['min'])} | {fmt_ms(r['cpu'])} | {r['rss_kib'] / 1024:.1f} |"
         )
 
     # (label, failback case, peer case, target ratio or None for context only)
@@ -216,7 +223,7 @@ def main():
         trows.append(f"| {name} | {value} | {target} | {'—' if met is None else ('yes' if met else '**no**')} |")
 
     timing = (f"hyperfine {versions.get('hyperfine', '')}".strip() + ", `-N`" if timer == "hyperfine"
-              else "a fork/exec/wait loop timed with `time.perf_counter`")
+              else "a Python loop of fork/exec/wait and `time.perf_counter`")
     rss_how = "`/usr/bin/time -f %M`" if os.access("/usr/bin/time", os.X_OK) else "`wait4` rusage"
     tools = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "hyperfine")
     lines = [

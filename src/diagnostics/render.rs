@@ -34,6 +34,23 @@ impl HumanStyle {
 struct MietteView<'a> {
     diag: &'a Diagnostic,
     source: Source<'a>,
+    /// Whether the snippet is shown: not for a node on an absurdly long
+    /// line, which miette cannot underline (its padding overflows).
+    snippet: bool,
+}
+
+/// The longest line shown as a snippet, in bytes.
+const MAX_SNIPPET_LINE: usize = 4096;
+
+/// Whether the lines a snippet shows around `offset` (the node's line and
+/// the context lines) are short enough to print.
+fn snippet_fits(text: &str, offset: usize) -> bool {
+    const CONTEXT: usize = 2;
+    let offset = offset.min(text.len());
+    let before = text[..offset].split(['\n', '\r']).rev().take(CONTEXT + 1);
+    let after = text[offset..].split(['\n', '\r']).take(CONTEXT + 1);
+    let mut lines = before.chain(after);
+    lines.all(|l| l.len() <= MAX_SNIPPET_LINE)
 }
 
 /// The file's text as miette reads it for one diagnostic.
@@ -177,11 +194,12 @@ impl miette::Diagnostic for MietteView<'_> {
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.diag
             .span
+            .filter(|_| self.snippet)
             .map(|_| &self.source as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let (offset, len) = self.diag.span?;
+        let (offset, len) = self.diag.span.filter(|_| self.snippet)?;
         let label = match (&self.diag.pointer, self.diag.code.as_str()) {
             (Some(p), _) if !p.is_empty() => p.clone(),
             _ => "here".to_owned(),
@@ -209,8 +227,12 @@ pub fn human(report: &FileReport, style: HumanStyle) -> String {
     let text = lone_cr_as_lf(&report.source);
     let starts = line_starts(&text);
     for diag in &report.diagnostics {
+        let snippet = diag
+            .span
+            .is_some_and(|(offset, _)| snippet_fits(&text, offset));
         let view = MietteView {
             diag,
+            snippet,
             source: Source {
                 name: &report.path,
                 text: &text,
@@ -227,6 +249,15 @@ pub fn human(report: &FileReport, style: HumanStyle) -> String {
             );
         }
         out.push_str(&block);
+        if !snippet {
+            if let (Some(line), Some(column)) = (diag.line, diag.column) {
+                let _ = writeln!(
+                    out,
+                    "  at {}:{line}:{column} (the line is too long to show)",
+                    report.path
+                );
+            }
+        }
         out.push('\n');
     }
     out

@@ -207,10 +207,19 @@ fn observed() -> impl Strategy<Value = ObservedVm> {
 
 /// Any world: the site up or down, 0 to 3 hosts, the VM known or not.
 fn world() -> impl Strategy<Value = World> {
+    world_of(prop_oneof![9 => observed().prop_map(Some), 1 => Just(None)])
+}
+
+/// Any world in which the recovery site knows the VM.
+fn world_with_vm() -> impl Strategy<Value = World> {
+    world_of(observed().prop_map(Some))
+}
+
+fn world_of(vm: impl Strategy<Value = Option<ObservedVm>>) -> impl Strategy<Value = World> {
     (
         prop_oneof![4 => Just(true), 1 => Just(false)],
         proptest::collection::vec(host(), 0..=3),
-        prop_oneof![9 => observed().prop_map(Some), 1 => Just(None)],
+        vm,
     )
         .prop_map(|(primary_connected, hosts, vm)| World {
             primary_connected,
@@ -628,10 +637,9 @@ proptest! {
     fn a_blocker_stops_before_anything_changes(
         plan in plan(),
         approvals in approvals(),
-        world in world(),
+        world in world_with_vm(),
         crashes in proptest::collection::vec(any::<bool>(), 0..6),
     ) {
-        prop_assume!(!world.vms.is_empty());
         let mut model = Model { world, crashes, taken: 0 };
         let before = model.world.clone();
         let (ended, actions) = run_sequence(&plan, &approvals, &mut model, 16)?;
