@@ -249,14 +249,12 @@ pub fn human(report: &FileReport, style: HumanStyle) -> String {
             );
         }
         out.push_str(&block);
-        if !snippet {
-            if let (Some(line), Some(column)) = (diag.line, diag.column) {
-                let _ = writeln!(
-                    out,
-                    "  at {}:{line}:{column} (the line is too long to show)",
-                    report.path
-                );
-            }
+        if !snippet && let (Some(line), Some(column)) = (diag.line, diag.column) {
+            let _ = writeln!(
+                out,
+                "  at {}:{line}:{column} (the line is too long to show)",
+                report.path
+            );
         }
         out.push('\n');
     }
