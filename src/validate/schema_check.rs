@@ -8,7 +8,7 @@ use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
 use super::suggest::{closest, did_you_mean, list, place, quote, type_name};
-use super::yaml::{escape_segment, pointer_segments};
+use super::yaml::{escape_segment, pointer_segments, push_index};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::plan::plan_schema;
 
@@ -130,7 +130,7 @@ fn integral_floats(
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 let len = pointer.len();
-                pointer.push_str(&format!("/{i}"));
+                push_index(pointer, i);
                 integral_floats(v, pointer, root, schema, out);
                 pointer.truncate(len);
             }

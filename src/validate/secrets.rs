@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::suggest::place;
-use super::yaml::{Node, escape_segment};
+use super::yaml::{Node, escape_segment, push_index};
 use crate::diagnostics::{Code, Diagnostic};
 
 /// A node that holds a secret.
@@ -85,8 +85,7 @@ fn walk(value: &Value, pointer: &mut String, visit: &mut dyn FnMut(&str, &Value)
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&i.to_string());
+                push_index(pointer, i);
                 walk(v, pointer, visit);
                 pointer.truncate(len);
             }
@@ -98,6 +97,10 @@ fn walk(value: &Value, pointer: &mut String, visit: &mut dyn FnMut(&str, &Value)
 /// Whether a string is a secret by its shape: PEM blocks, private keys,
 /// long base64 DER blobs (certificates and PFX files start `MII`).
 pub fn looks_secret(s: &str) -> Option<&'static str> {
+    // Most strings are names: rule them out without allocating.
+    if !s.contains("-----BEGIN") && !s.contains("MII") {
+        return None;
+    }
     let t = s.trim();
     if t.contains("-----BEGIN") && t.contains("PRIVATE KEY") {
         return Some("a private key");

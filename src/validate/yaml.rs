@@ -203,8 +203,7 @@ impl Node {
                     .enumerate()
                     .map(|(i, n)| {
                         let len = pointer.len();
-                        pointer.push('/');
-                        pointer.push_str(&i.to_string());
+                        push_index(pointer, i);
                         let v = n.to_json(pointer, complex_keys);
                         pointer.truncate(len);
                         v
@@ -231,6 +230,12 @@ impl Node {
     }
 }
 
+/// Appends `/i` to a pointer without allocating.
+pub fn push_index(pointer: &mut String, i: usize) {
+    use std::fmt::Write as _;
+    let _ = write!(pointer, "/{i}");
+}
+
 /// Splits a JSON pointer into unescaped segments.
 pub fn pointer_segments(pointer: &str) -> impl Iterator<Item = String> + '_ {
     pointer
@@ -240,11 +245,11 @@ pub fn pointer_segments(pointer: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Escapes one segment for a JSON pointer.
-pub fn escape_segment(segment: &str) -> String {
+pub fn escape_segment(segment: &str) -> std::borrow::Cow<'_, str> {
     if segment.contains(['~', '/']) {
-        segment.replace('~', "~0").replace('/', "~1")
+        segment.replace('~', "~0").replace('/', "~1").into()
     } else {
-        segment.to_owned()
+        segment.into()
     }
 }
 

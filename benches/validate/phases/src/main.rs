@@ -107,7 +107,8 @@ fn main() {
     });
     let text = std::str::from_utf8(&bytes).unwrap_or_else(|_| std::process::exit(65));
 
-    let parse_spanned = || on_big_stack(|| serde_saphyr::from_str_with_options::<Node>(text, options()));
+    let parse_spanned =
+        || on_big_stack(|| serde_saphyr::from_str_with_options::<Node>(text, options()));
     let node = match parse_spanned() {
         Ok(n) => n,
         Err(e) => {
@@ -119,60 +120,95 @@ fn main() {
     let schema = plan_schema();
 
     let mut rows: Vec<(&str, Duration)> = Vec::new();
-    rows.push(("whole check: failback::validate::check", time(rounds, || {
-        match validate::check(path, &bytes, Origin::Named) {
-            Checked::Plan(report, plan) => (report.diagnostics.len(), plan.is_some()),
-            Checked::NotAPlan => (0, false),
-        }
-    })));
-    rows.push(("  control-character scan of the text", time(rounds, || {
-        text.chars().any(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FEFF}')
-    })));
-    rows.push(("  YAML -> spanned Node tree (serde-saphyr + Spanned)", time(rounds, parse_spanned)));
-    rows.push(("  the same with failback's budget options", time(rounds, || {
-        on_big_stack(|| serde_saphyr::from_str_with_options::<Node>(text, budget_options()))
-    })));
-    rows.push(("  the same, without the 16 MiB-stack thread", time(rounds, || {
-        serde_saphyr::from_str_with_options::<Node>(text, budget_options())
-    })));
-    rows.push(("  Node tree -> serde_json::Value (to_json)", time(rounds, || {
-        node.to_json(&mut String::new(), &mut Vec::new())
-    })));
-    rows.push(("  schema: build the validator (once per process)", time(rounds, || {
-        jsonschema::options()
-            .with_pattern_options(jsonschema::PatternOptions::regex())
-            .build(&schema)
-            .is_ok()
-    })));
+    rows.push((
+        "whole check: failback::validate::check",
+        time(rounds, || {
+            match validate::check(path, &bytes, Origin::Named) {
+                Checked::Plan(report, plan) => (report.diagnostics.len(), plan.is_some()),
+                Checked::NotAPlan => (0, false),
+            }
+        }),
+    ));
+    rows.push((
+        "  control-character scan of the text",
+        time(rounds, || {
+            text.chars()
+                .any(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FEFF}')
+        }),
+    ));
+    rows.push((
+        "  YAML -> spanned Node tree (serde-saphyr + Spanned)",
+        time(rounds, parse_spanned),
+    ));
+    rows.push((
+        "  the same with failback's budget options",
+        time(rounds, || {
+            on_big_stack(|| serde_saphyr::from_str_with_options::<Node>(text, budget_options()))
+        }),
+    ));
+    rows.push((
+        "  the same, without the 16 MiB-stack thread",
+        time(rounds, || {
+            serde_saphyr::from_str_with_options::<Node>(text, budget_options())
+        }),
+    ));
+    rows.push((
+        "  Node tree -> serde_json::Value (to_json)",
+        time(rounds, || node.to_json(&mut String::new(), &mut Vec::new())),
+    ));
+    rows.push((
+        "  schema: build the validator (once per process)",
+        time(rounds, || {
+            jsonschema::options()
+                .with_pattern_options(jsonschema::PatternOptions::regex())
+                .build(&schema)
+                .is_ok()
+        }),
+    ));
     let validator = jsonschema::options()
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(&schema)
         .unwrap_or_else(|_| std::process::exit(2));
-    rows.push(("  schema: iter_errors over the instance (as failback)", time(rounds, || {
-        validator.iter_errors(&value).count()
-    })));
-    rows.push(("  schema: is_valid (for comparison)", time(rounds, || validator.is_valid(&value))));
-    rows.push(("  serde_json::Value -> FailbackPlan (from_value)", time_inner(rounds, || {
-        let v = value.clone();
-        let t0 = Instant::now();
-        let plan = black_box(serde_json::from_value::<FailbackPlan>(v));
-        let t = t0.elapsed();
-        drop(plan);
-        t
-    })));
-    rows.push(("  drop of the Node tree", time_inner(rounds, || {
-        let n = node.clone();
-        let t0 = Instant::now();
-        drop(black_box(n));
-        t0.elapsed()
-    })));
-    rows.push(("comparison: YAML -> serde_json::Value directly, no spans", time(rounds, || {
-        on_big_stack(|| serde_saphyr::from_str_with_options::<Value>(text, options()).is_ok())
-    })));
-    rows.push(("comparison: JSON text -> serde_json::Value (serde_json)", {
-        let json = serde_json::to_string(&value).unwrap_or_default();
-        time(rounds, move || serde_json::from_str::<Value>(&json).is_ok())
-    }));
+    rows.push((
+        "  schema: iter_errors over the instance (as failback)",
+        time(rounds, || validator.iter_errors(&value).count()),
+    ));
+    rows.push((
+        "  schema: is_valid (for comparison)",
+        time(rounds, || validator.is_valid(&value)),
+    ));
+    rows.push((
+        "  serde_json::Value -> FailbackPlan (from_value)",
+        time_inner(rounds, || {
+            let v = value.clone();
+            let t0 = Instant::now();
+            let plan = black_box(serde_json::from_value::<FailbackPlan>(v));
+            let t = t0.elapsed();
+            drop(plan);
+            t
+        }),
+    ));
+    rows.push((
+        "  drop of the Node tree",
+        time_inner(rounds, || {
+            let n = node.clone();
+            let t0 = Instant::now();
+            drop(black_box(n));
+            t0.elapsed()
+        }),
+    ));
+    rows.push((
+        "comparison: YAML -> serde_json::Value directly, no spans",
+        time(rounds, || {
+            on_big_stack(|| serde_saphyr::from_str_with_options::<Value>(text, options()).is_ok())
+        }),
+    ));
+    rows.push(
+        ("comparison: JSON text -> serde_json::Value (serde_json)", {
+            let json = serde_json::to_string(&value).unwrap_or_default();
+            time(rounds, move || serde_json::from_str::<Value>(&json).is_ok())
+        }),
+    );
 
     println!("{path}: {} bytes, median of {rounds} rounds", bytes.len());
     println!("{:<62} {:>10}", "phase", "ms");
