@@ -35,20 +35,9 @@ pub fn run(global: &GlobalArgs, args: &ApproveArgs) -> Exit {
         }
     };
     let vms: Vec<String> = if args.vms.is_empty() {
-        let rt = match world::runtime() {
-            Ok(rt) => rt,
-            Err(code) => return code,
-        };
-        let provider = match world::open(global, &plan, false) {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
-        let observed = match rt.block_on(provider.observe(&plan)) {
+        let observed = match world::observe(global, &plan, false) {
             Ok(w) => w,
-            Err(e) => {
-                output::err_line(&format!("error: observing the world failed: {e}"));
-                return Exit::Failed;
-            }
+            Err(code) => return code,
         };
         let approvals = recorded.to_approvals();
         plan.vms()

@@ -73,20 +73,9 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    let rt = match world::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let provider = match world::open(global, &plan, true) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let observed = match rt.block_on(provider.observe(&plan)) {
+    let observed = match world::observe(global, &plan, true) {
         Ok(w) => w,
-        Err(e) => {
-            output::err_line(&format!("error: observing the world failed: {e}"));
-            return Exit::Failed;
-        }
+        Err(code) => return code,
     };
     let planned = compute(&plan, &observed, &approvals);
     let converged = planned

@@ -25,20 +25,9 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Exit {
     let approvals = RecordedApprovals::load(&global.state_dir, &name)
         .unwrap_or_default()
         .to_approvals();
-    let rt = match world::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let provider = match world::open(global, &plan, false) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let observed = match rt.block_on(provider.observe(&plan)) {
+    let observed = match world::observe(global, &plan, false) {
         Ok(w) => w,
-        Err(e) => {
-            output::err_line(&format!("error: observing the world failed: {e}"));
-            return Exit::Failed;
-        }
+        Err(code) => return code,
     };
     let last = Journal::last_steps(&global.state_dir, &name);
     let rows: Vec<_> = plan

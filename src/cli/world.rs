@@ -98,3 +98,18 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
             Exit::Failed
         })
 }
+
+/// The world as the plan's provider observes it now (creating the lab
+/// first when `create` allows it).
+pub fn observe(
+    global: &GlobalArgs,
+    plan: &FailbackPlan,
+    create: bool,
+) -> Result<crate::provider::World, Exit> {
+    let rt = runtime()?;
+    let provider = open(global, plan, create)?;
+    rt.block_on(provider.observe(plan)).map_err(|e| {
+        output::err_line(&format!("error: observing the world failed: {e}"));
+        Exit::Failed
+    })
+}
