@@ -38,7 +38,7 @@ use serde_json::Value;
 
 /// Every test hook and setting a child process could inherit from the
 /// environment of the test run; each command starts without them.
-const INHERITED: [&str; 12] = [
+const INHERITED: [&str; 15] = [
     "FAILBACK_PROVIDER",
     "FAILBACK_LAB",
     "FAILBACK_STATE_DIR",
@@ -48,6 +48,9 @@ const INHERITED: [&str; 12] = [
     "FAILBACK_TEST_ABORT_AT_WORLD_WRITE",
     "FAILBACK_TEST_FAIL_WORLD_WRITE",
     "FAILBACK_TEST_FAIL_WORLD_FSYNC",
+    "FAILBACK_TEST_FAIL_DISK_WRITE",
+    "FAILBACK_TEST_FAIL_DISK_FSYNC",
+    "FAILBACK_TEST_LOSE_REPLY",
     "NO_COLOR",
     "FAILBACK_RELIABILITY_SEED",
     "FAILBACK_RELIABILITY_RUNS",
@@ -850,6 +853,198 @@ fn an_fsync_error_on_a_world_write_fails_clearly_and_the_next_run_converges() {
             n,
             "input/output error on fsync",
         );
+    }
+}
+
+// ------------------------------------------------ I/O errors on disk images
+
+/// A sync of a disk image fails (`var=value`): `apply` exits 1 naming a
+/// primary disk's path and the cause, starts no VM and leaves every
+/// recovery disk as `lab init` made it; the fault cleared, the next run
+/// converges with every promise.
+fn disk_error_case(variant: Variant, var: &str, value: &str, cause: &str) {
+    let context = format!("{variant:?} {var}={value}");
+    let case = Case::new(&variant.plan());
+    case.init(&[]);
+    let initial = disks(&case.show(), "recovery");
+    let out = case.apply_with(&[(var, value.to_owned())]);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{context}: {all}");
+    assert!(all.contains(cause), "{context}: names the cause: {all}");
+    assert!(all.contains("FAILED"), "{context}: names the step: {all}");
+    let world = case.show();
+    let primary_paths: Vec<String> = world["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|vm| {
+            vm["primary"]["disks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|d| d["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        primary_paths.iter().any(|p| all.contains(p.as_str())),
+        "{context}: names the disk path (one of {primary_paths:?}): {all}"
+    );
+    // No VM started; the recovery side intact.
+    let events = case.events();
+    assert!(
+        !events.iter().any(|e| e["event"] == "power-on"),
+        "{context}: a VM was powered on after a failed sync: {events:?}"
+    );
+    for vm in world["vms"].as_array().unwrap() {
+        assert_eq!(vm["recovery"]["exists"], true, "{context}: {vm:#}");
+        assert_eq!(vm["primary"]["running"], false, "{context}: {vm:#}");
+    }
+    assert!(
+        disks(&world, "recovery") == initial,
+        "{context}: a recovery disk changed"
+    );
+    assert_world_intact(&case, &context);
+    // The fault cleared: the same command re-opens, re-syncs and converges.
+    let out = case.apply_with(&[]);
+    assert_eq!(out.status.code(), Some(0), "{context}: {}", stderr(&out));
+    let s = Scenario {
+        variant,
+        first: Point::Step(1),
+        second: None,
+        guest_writes: Vec::new(),
+        lab_seed: 0,
+    };
+    check_promises(&case, &s, &initial, &context);
+}
+
+#[test]
+fn a_full_disk_during_a_sync_fails_clearly_and_the_next_run_converges() {
+    for variant in [Variant::Delta, Variant::Full] {
+        for offset in [0u64, 256 * 1024 + 100] {
+            disk_error_case(
+                variant,
+                "FAILBACK_TEST_FAIL_DISK_WRITE",
+                &offset.to_string(),
+                "no space left on device",
+            );
+        }
+    }
+}
+
+/// The fsync of the first sync's target fails: the run stops there (the
+/// file is closed, not fsynced again, and the step is not retried in this
+/// run, or a re-opened second sync would have succeeded and the run exited
+/// 0); the next run re-opens the disk and syncs it again.
+#[test]
+fn an_fsync_error_on_a_disk_fails_clearly_and_the_next_run_converges() {
+    for variant in [Variant::Delta, Variant::Full] {
+        disk_error_case(
+            variant,
+            "FAILBACK_TEST_FAIL_DISK_FSYNC",
+            "1",
+            "input/output error on fsync",
+        );
+    }
+}
+
+// ------------------------------------------------ indeterminate outcomes
+
+fn journal(case: &Case) -> Vec<Value> {
+    std::fs::read_to_string(case.state_dir().join("reliability/journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// How many `events.jsonl` entries of kind `event` each VM has.
+fn count_events(events: &[Value], event: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for e in events.iter().filter(|e| e["event"] == event) {
+        *counts
+            .entry(e["vm"].as_str().unwrap_or_default().to_owned())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// An action takes effect and its reply is lost (a timeout): the same
+/// `apply` re-observes, sees the effect, and goes on; no action is started
+/// twice, and the lab's log shows one shutdown, one power-on and (with
+/// commit) one commit per VM.
+fn lost_reply_case(variant: Variant, lose: &str) {
+    let context = format!("{variant:?} FAILBACK_TEST_LOSE_REPLY={lose}");
+    let case = Case::new(&variant.plan());
+    case.init(&[]);
+    let initial = disks(&case.show(), "recovery");
+    let out = case.apply_with(&[("FAILBACK_TEST_LOSE_REPLY", lose.to_owned())]);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{context}: {all}");
+    assert!(
+        all.contains("reply lost"),
+        "{context}: the fault did not fire: {all}"
+    );
+    let s = Scenario {
+        variant,
+        first: Point::Step(1),
+        second: None,
+        guest_writes: Vec::new(),
+        lab_seed: 0,
+    };
+    check_promises(&case, &s, &initial, &context);
+
+    // The engine started each step at most once per VM.
+    let mut started: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for e in journal(&case)
+        .iter()
+        .filter(|e| e["event"] == "step-started")
+    {
+        let key = (
+            e["vm"].as_str().unwrap_or_default().to_owned(),
+            e["step"].as_str().unwrap_or_default().to_owned(),
+        );
+        *started.entry(key).or_insert(0) += 1;
+    }
+    assert!(
+        !started.is_empty(),
+        "{context}: no step-started in the journal"
+    );
+    let repeated: Vec<_> = started.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "{context}: an action was started again after its reply was lost: {repeated:?}"
+    );
+    // The lab's own log: no duplicate stop, start or commit.
+    let events = case.events();
+    let once = |event: &str, expected: usize| {
+        let counts = count_events(&events, event);
+        for vm in VMS {
+            assert_eq!(
+                counts.get(vm).copied().unwrap_or(0),
+                expected,
+                "{context}: `{event}` events of {vm}: {counts:?}"
+            );
+        }
+    };
+    once("recovery-off", 1);
+    once("power-on", 1);
+    once("commit", usize::from(variant == Variant::Commit));
+}
+
+#[test]
+fn a_lost_reply_is_re_observed_and_no_action_runs_twice() {
+    for (variant, lose) in [
+        (Variant::Delta, "start-failback"),
+        (Variant::Full, "start-failback"),
+        (Variant::Delta, "complete"),
+        (Variant::Commit, "commit"),
+        (Variant::Commit, "reverse-replicate"),
+        (
+            Variant::Commit,
+            "start-failback:2,complete,commit:3,reverse-replicate:2",
+        ),
+    ] {
+        lost_reply_case(variant, lose);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Making a target file byte-equal to a source file: delta, change map, full.
 
 use std::fs::File;
+use std::io;
 use std::path::Path;
 
 use super::digest::{
@@ -11,7 +12,7 @@ use super::os::{
     write_all_at,
 };
 use super::pipeline::{Extent, Run, block_runs, run_extents, whole_file};
-use super::{BLOCK, ChangeMap, SyncError, SyncOptions, SyncStats};
+use super::{BLOCK, ChangeMap, FaultPlan, SyncError, SyncOptions, SyncStats};
 
 /// What [`delta_sync`] did, and what it read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,20 +86,21 @@ pub fn delta_sync(
         set_len(&dst, target, src_len)?;
     }
 
+    let fault = options.fault;
     let run = Run {
         path: target,
         progress: options.progress,
-        fault: options.fault,
+        fault,
     };
     let chunks = run_extents(&whole_file(src_len), &run, |extent, buf| {
         read_exact_at(&src, source, buf, extent.offset)?;
         let digests = hash_blocks(buf);
         let first = extent.first_block() as usize;
         let differs = |i: usize| expected.get(first + i).copied().flatten() != Some(digests[i]);
-        let written = write_selected(&dst, target, extent, buf, differs)?;
+        let written = write_selected(&dst, target, extent, buf, fault, differs)?;
         Ok((digests, written))
     })?;
-    finish(&dst, target, created)?;
+    finish(dst, target, created, options.fault)?;
 
     let mut stats = SyncStats {
         blocks_total: blocks_for(src_len),
@@ -168,16 +170,17 @@ pub fn copy_blocks(
     let count = blocks_for(src_len);
     let extents = block_runs(changes.iter().take_while(|&b| b < count), src_len);
 
+    let fault = options.fault;
     let run = Run {
         path: target,
         progress: options.progress,
-        fault: options.fault,
+        fault,
     };
     let chunks = run_extents(&extents, &run, |extent, buf| {
         read_exact_at(&src, source, buf, extent.offset)?;
-        write_selected(&dst, target, extent, buf, |_| true)
+        write_selected(&dst, target, extent, buf, fault, |_| true)
     })?;
-    finish(&dst, target, created)?;
+    finish(dst, target, created, options.fault)?;
 
     let mut stats = SyncStats {
         blocks_total: count,
@@ -220,16 +223,19 @@ pub fn full_sync(
     set_len(&dst, target, 0)?;
     set_len(&dst, target, src_len)?;
 
+    let fault = options.fault;
     let run = Run {
         path: target,
         progress: options.progress,
-        fault: options.fault,
+        fault,
     };
     let chunks = run_extents(&whole_file(src_len), &run, |extent, buf| {
         read_exact_at(&src, source, buf, extent.offset)?;
-        write_selected(&dst, target, extent, buf, |i| !is_zero(block_at(buf, i)))
+        write_selected(&dst, target, extent, buf, fault, |i| {
+            !is_zero(block_at(buf, i))
+        })
     })?;
-    finish(&dst, target, created)?;
+    finish(dst, target, created, options.fault)?;
 
     let mut stats = SyncStats {
         blocks_total: blocks_for(src_len),
@@ -261,12 +267,14 @@ fn block_at(buf: &[u8], i: usize) -> &[u8] {
 }
 
 /// Writes the blocks `i` of `buf` (read at `extent`) for which `select(i)`
-/// holds, one write per run of consecutive selected blocks.
+/// holds, one write per run of consecutive selected blocks. A write that
+/// reaches `fault.enospc_at_offset` fails with ENOSPC instead.
 fn write_selected(
     dst: &File,
     path: &Path,
     extent: Extent,
     buf: &[u8],
+    fault: FaultPlan,
     select: impl Fn(usize) -> bool,
 ) -> Result<Written, SyncError> {
     let blocks = buf.len().div_ceil(BLOCK);
@@ -282,6 +290,16 @@ fn write_selected(
             i += 1;
         }
         let (lo, hi) = (start * BLOCK, (i * BLOCK).min(buf.len()));
+        let (from, to) = (extent.offset + lo as u64, extent.offset + hi as u64);
+        if let Some(at) = fault.enospc_at_offset
+            && to > at
+        {
+            return Err(SyncError::Write {
+                path: path.into(),
+                offset: from.max(at),
+                source: injected(io::ErrorKind::StorageFull, "no space left on device"),
+            });
+        }
         write_all_at(dst, path, &buf[lo..hi], extent.offset + lo as u64)?;
         written.blocks += (i - start) as u64;
         written.bytes += (hi - lo) as u64;
@@ -290,7 +308,20 @@ fn write_selected(
 }
 
 /// Makes the target durable: its data, and its directory entry if new.
-fn finish(dst: &File, target: &Path, created: bool) -> Result<(), SyncError> {
+/// Takes the file: after a failed fsync it is closed, never fsynced again.
+fn finish(dst: File, target: &Path, created: bool, fault: FaultPlan) -> Result<(), SyncError> {
+    if fault.eio_on_fsync {
+        drop(dst);
+        return Err(SyncError::Flush {
+            path: target.into(),
+            source: injected(io::ErrorKind::Other, "input/output error on fsync"),
+        });
+    }
     sync_file(dst, target)?;
     if created { sync_parent(target) } else { Ok(()) }
+}
+
+/// An error of an injected fault ([`FaultPlan`]), saying so.
+fn injected(kind: io::ErrorKind, what: &str) -> io::Error {
+    io::Error::new(kind, format!("{what} (injected fault)"))
 }

@@ -122,6 +122,16 @@ pub struct FaultPlan {
     /// as if the process had crashed there. A sync whose work ends before the
     /// offset completes normally.
     pub fail_at_offset: Option<u64>,
+    /// A full disk at this target offset: the first write to the target
+    /// that reaches it (its range ends past the offset) fails with ENOSPC,
+    /// and the call returns [`SyncError::Write`] naming the target and the
+    /// offset. Blocks written before stay written; nothing is fsynced.
+    pub enospc_at_offset: Option<u64>,
+    /// The fsync of the target fails with EIO: the call returns
+    /// [`SyncError::Flush`] naming the target. The file is closed and never
+    /// fsynced again (its dirty pages may be lost): a later sync re-opens it
+    /// and writes again, which every sync here does.
+    pub eio_on_fsync: bool,
 }
 
 impl FaultPlan {
@@ -129,6 +139,23 @@ impl FaultPlan {
     pub fn fail_at(offset: u64) -> Self {
         FaultPlan {
             fail_at_offset: Some(offset),
+            ..FaultPlan::default()
+        }
+    }
+
+    /// A plan whose first target write reaching `offset` fails with ENOSPC.
+    pub fn enospc_at(offset: u64) -> Self {
+        FaultPlan {
+            enospc_at_offset: Some(offset),
+            ..FaultPlan::default()
+        }
+    }
+
+    /// A plan whose target fsync fails with EIO.
+    pub fn eio_on_fsync() -> Self {
+        FaultPlan {
+            eio_on_fsync: true,
+            ..FaultPlan::default()
         }
     }
 }

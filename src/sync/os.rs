@@ -173,8 +173,12 @@ pub(crate) fn set_len(file: &File, path: &Path, len: u64) -> Result<(), SyncErro
     })
 }
 
-/// Flushes the data and metadata of `file` to stable storage.
-pub(crate) fn sync_file(file: &File, path: &Path) -> Result<(), SyncError> {
+/// Flushes the data and metadata of `file` to stable storage, and closes it.
+/// It takes the file so that a failed fsync is never retried on the same
+/// descriptor (after a failure the kernel may have dropped the dirty pages
+/// and a second fsync would report success): the caller re-opens and
+/// writes again.
+pub(crate) fn sync_file(file: File, path: &Path) -> Result<(), SyncError> {
     file.sync_all().map_err(|source| SyncError::Flush {
         path: path.into(),
         source,

@@ -556,6 +556,76 @@ fn full_sync_copies_everything_and_survives_an_interruption() {
 }
 
 #[test]
+fn a_full_disk_during_a_sync_names_the_target_and_the_offset_and_a_rerun_completes() {
+    let lab = Lab::new();
+    let data = noise(3 * MIB as usize, 24);
+    let source = lab.file("recovery.img", &data);
+    let target = lab.path("primary.img");
+    let at = 2 * MIB + 5 * B + 10;
+    let changes: ChangeMap = (0..768).collect();
+    type Sync = fn(&Path, &Path, &ChangeMap, &SyncOptions) -> Result<(), SyncError>;
+    let syncs: [(&str, Sync); 3] = [
+        ("delta", |s, t, _, o| delta_sync(s, t, o).map(|_| ())),
+        ("full", |s, t, _, o| full_sync(s, t, o).map(|_| ())),
+        ("changes", |s, t, c, o| copy_blocks(s, t, c, o).map(|_| ())),
+    ];
+    for (what, sync) in syncs {
+        let _ = fs::remove_file(&target);
+        let options = SyncOptions::new().with_fault(FaultPlan::enospc_at(at));
+        let err = sync(&source, &target, &changes, &options).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, SyncError::Write { path, offset, source }
+                if path == &target && *offset <= at
+                    && source.kind() == std::io::ErrorKind::StorageFull),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains(&target.display().to_string()),
+            "{what}: {text}"
+        );
+        assert!(text.contains("no space left on device"), "{what}: {text}");
+        let partial = fs::read(&target).unwrap();
+        assert!(
+            partial[..2 * MIB as usize] == data[..2 * MIB as usize],
+            "{what}: the extents below the full offset are written"
+        );
+        sync(&source, &target, &changes, &SyncOptions::default()).unwrap();
+        assert_same(&source, &target);
+    }
+}
+
+#[test]
+fn a_failed_fsync_fails_the_sync_and_a_rerun_reopens_and_completes() {
+    let lab = Lab::new();
+    let data = noise(MIB as usize + 3, 25);
+    let source = lab.file("recovery.img", &data);
+    let target = lab.path("primary.img");
+    let options = SyncOptions::new().with_fault(FaultPlan::eio_on_fsync());
+    for (what, run) in [
+        ("delta", delta_sync(&source, &target, &options).map(|_| ())),
+        ("full", full_sync(&source, &target, &options).map(|_| ())),
+    ] {
+        let err = run.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, SyncError::Flush { path, .. } if path == &target),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains(&target.display().to_string()),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("input/output error on fsync"),
+            "{what}: {text}"
+        );
+    }
+    delta_sync(&source, &target, &SyncOptions::default()).unwrap();
+    assert_same(&source, &target);
+}
+
+#[test]
 fn syncing_a_file_onto_itself_is_refused() {
     let lab = Lab::new();
     let data = noise(MIB as usize, 24);

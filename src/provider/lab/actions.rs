@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::world::{
     Lab, LabDisk, LabVm, Locked, Protection, Replica, Site, VerificationRecord, now_ms, rfc3339,
@@ -27,6 +28,18 @@ use crate::sync::{self, BLOCK, ChangeMap, FaultPlan, ImageDigest, SyncError, Syn
 /// would. Tests use it to prove that running the failback again completes
 /// it. Never set it otherwise.
 pub const TEST_ABORT_ENV: &str = "FAILBACK_TEST_ABORT_AT_SYNC_BYTES";
+
+/// Test-only fault point (debug builds only; release builds ignore it):
+/// `FAILBACK_TEST_FAIL_DISK_WRITE=N` makes every sync the process runs fail
+/// as a disk full at target offset `N` would: the first write reaching it
+/// fails with ENOSPC (the blocks before it are written, nothing is fsynced).
+/// Never set it otherwise.
+pub const TEST_FAIL_DISK_WRITE_ENV: &str = "FAILBACK_TEST_FAIL_DISK_WRITE";
+
+/// Test-only fault point (debug builds only): `FAILBACK_TEST_FAIL_DISK_FSYNC=N`
+/// makes the fsync of the target of the N-th sync the process runs (counted
+/// from 1) fail with EIO. The target is closed, never fsynced again.
+pub const TEST_FAIL_DISK_FSYNC_ENV: &str = "FAILBACK_TEST_FAIL_DISK_FSYNC";
 
 /// `start_failback`: see `Provider::start_failback`.
 pub(crate) fn start_failback(
@@ -836,9 +849,10 @@ struct Job {
 /// progress over all of them.
 fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), LabError> {
     let total: u64 = jobs.iter().map(|j| j.bytes).sum();
-    let fault = test_abort_fault();
+    let abort = test_abort_fault();
     let mut base = 0u64;
     for job in &jobs {
+        let fault = test_io_fault(abort.unwrap_or_default());
         let report = |done: u64, _: u64| {
             progress(Progress {
                 vm: vm.to_owned(),
@@ -846,9 +860,7 @@ fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), L
                 bytes_total: total,
             });
         };
-        let options = SyncOptions::new()
-            .with_progress(&report)
-            .with_fault(fault.unwrap_or_default());
+        let options = SyncOptions::new().with_progress(&report).with_fault(fault);
         let outcome = match &job.transfer {
             Transfer::Delta => sync::delta_sync(&job.source, &job.target, &options).map(|_| ()),
             Transfer::Full => sync::full_sync(&job.source, &job.target, &options).map(|_| ()),
@@ -858,7 +870,7 @@ fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), L
         };
         match outcome {
             Ok(()) => {}
-            Err(SyncError::InjectedFault { path, offset }) if fault.is_some() => {
+            Err(SyncError::InjectedFault { path, offset }) if abort.is_some() => {
                 tracing::error!(target = %path.display(), offset, "{TEST_ABORT_ENV} is set: aborting the process mid-sync");
                 std::process::abort();
             }
@@ -872,6 +884,25 @@ fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), L
         bytes_total: total,
     });
     Ok(())
+}
+
+/// Adds the I/O faults of [`TEST_FAIL_DISK_WRITE_ENV`] and
+/// [`TEST_FAIL_DISK_FSYNC_ENV`] to `fault`, counting this sync. Inert in
+/// release builds.
+fn test_io_fault(mut fault: FaultPlan) -> FaultPlan {
+    static SYNCS: AtomicU64 = AtomicU64::new(0);
+    if !cfg!(debug_assertions) {
+        return fault;
+    }
+    let n = SYNCS.fetch_add(1, Ordering::Relaxed) + 1;
+    let number = |var: &str| -> Option<u64> { std::env::var(var).ok()?.trim().parse().ok() };
+    if let Some(offset) = number(TEST_FAIL_DISK_WRITE_ENV) {
+        fault.enospc_at_offset = Some(offset);
+    }
+    if number(TEST_FAIL_DISK_FSYNC_ENV) == Some(n) {
+        fault.eio_on_fsync = true;
+    }
+    fault
 }
 
 fn test_abort_fault() -> Option<FaultPlan> {

@@ -49,6 +49,13 @@
 //! - [`TEST_FAIL_WORLD_WRITE_ENV`] (`FAILBACK_TEST_FAIL_WORLD_WRITE=N`) and
 //!   [`TEST_FAIL_WORLD_FSYNC_ENV`] (`FAILBACK_TEST_FAIL_WORLD_FSYNC=N`) make
 //!   the N-th write of `world.json` fail with ENOSPC, or its fsync with EIO.
+//! - [`TEST_FAIL_DISK_WRITE_ENV`] (`FAILBACK_TEST_FAIL_DISK_WRITE=N`) makes
+//!   every disk sync fail with ENOSPC at target offset `N`;
+//!   [`TEST_FAIL_DISK_FSYNC_ENV`] (`FAILBACK_TEST_FAIL_DISK_FSYNC=N`) makes
+//!   the target fsync of the N-th disk sync fail with EIO.
+//! - [`TEST_LOSE_REPLY_ENV`] (`FAILBACK_TEST_LOSE_REPLY=ACTION[:N]`) lets
+//!   the N-th successful call of an action take effect, then return a
+//!   timeout (a lost reply).
 
 mod actions;
 mod error;
@@ -65,9 +72,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use actions::TEST_ABORT_ENV;
+pub use actions::{TEST_ABORT_ENV, TEST_FAIL_DISK_FSYNC_ENV, TEST_FAIL_DISK_WRITE_ENV};
 pub use error::LabError;
-pub use faults::{Fault, inject_fault};
+pub use faults::{Fault, TEST_LOSE_REPLY_ENV, inject_fault};
 pub use guest::{DiskWrite, GuestWrite, write_guest_blocks};
 pub use init::{InitOptions, MAX_DISKS, init, parse_size};
 pub use world::{
@@ -157,7 +164,13 @@ impl Provider for LabProvider {
         progress: ProgressFn,
     ) -> BoxFuture<'a, ProviderResult<()>> {
         let req = req.clone();
-        Box::pin(self.run(move |lab| actions::start_failback(lab, &req, &progress)))
+        Box::pin(async move {
+            let vm = req.vm.clone();
+            let result = self
+                .run(move |lab| actions::start_failback(lab, &req, &progress))
+                .await;
+            faults::lose_reply("start-failback", &vm, result)
+        })
     }
 
     fn complete<'a>(
@@ -165,13 +178,21 @@ impl Provider for LabProvider {
         vm: &'a str,
         progress: ProgressFn,
     ) -> BoxFuture<'a, ProviderResult<()>> {
-        let vm = vm.to_owned();
-        Box::pin(self.run(move |lab| actions::complete(lab, &vm, &progress)))
+        Box::pin(async move {
+            let name = vm.to_owned();
+            let result = self
+                .run(move |lab| actions::complete(lab, &name, &progress))
+                .await;
+            faults::lose_reply("complete", vm, result)
+        })
     }
 
     fn commit<'a>(&'a self, vm: &'a str) -> BoxFuture<'a, ProviderResult<()>> {
-        let vm = vm.to_owned();
-        Box::pin(self.run(move |lab| actions::commit(lab, &vm)))
+        Box::pin(async move {
+            let name = vm.to_owned();
+            let result = self.run(move |lab| actions::commit(lab, &name)).await;
+            faults::lose_reply("commit", vm, result)
+        })
     }
 
     fn reverse_replicate<'a>(
@@ -179,8 +200,13 @@ impl Provider for LabProvider {
         vm: &'a str,
         progress: ProgressFn,
     ) -> BoxFuture<'a, ProviderResult<()>> {
-        let vm = vm.to_owned();
-        Box::pin(self.run(move |lab| actions::reverse_replicate(lab, &vm, &progress)))
+        Box::pin(async move {
+            let name = vm.to_owned();
+            let result = self
+                .run(move |lab| actions::reverse_replicate(lab, &name, &progress))
+                .await;
+            faults::lose_reply("reverse-replicate", vm, result)
+        })
     }
 }
 
