@@ -71,6 +71,9 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
         let source = secrets::redact_text(&input::printable(text));
         return Checked::Plan(report(source, vec![*diag]), None);
     }
+    if let Some(plan) = check_clean(text) {
+        return Checked::Plan(report(secrets::redact_text(text), Vec::new()), Some(plan));
+    }
     let root = match parse(text) {
         Ok(mut root) => {
             trim_spans(&mut root, text);
@@ -246,25 +249,60 @@ fn parse_options() -> serde_saphyr::Options {
     }
 }
 
+/// Parses on a thread with a stack sized for the deepest document the
+/// budget admits. The outer error is a parser thread that could not run.
+fn parse_as<T>(text: &str) -> Result<Result<T, serde_saphyr::Error>, ()>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    let result = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("yaml-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || {
+                serde_saphyr::from_str_with_options::<T>(text, parse_options())
+            })
+            .map(|handle| handle.join())
+    });
+    match result {
+        Ok(Ok(parsed)) => Ok(parsed),
+        Ok(Err(_)) | Err(_) => Err(()),
+    }
+}
+
+/// The common case, checked first and cheaply: a plan with no problem at
+/// all. Positions are only needed to report problems, so the text is parsed
+/// straight into JSON without them; anything that is not perfectly clean
+/// (a parse error, a diagnostic of any severity, a secret) returns `None`,
+/// and the full check with positions runs instead and reports it.
+fn check_clean(text: &str) -> Option<Box<FailbackPlan>> {
+    let value = parse_as::<Value>(text).ok()?.ok()?;
+    if value.is_null() || value.get("kind").and_then(Value::as_str) != Some(KIND) {
+        return None;
+    }
+    if secrets::any(&value) {
+        return None;
+    }
+    if !rules::check(&value, &|_| None).is_empty()
+        || !schema_check::check(&value, &|_| None).is_empty()
+    {
+        return None;
+    }
+    serde_json::from_value::<FailbackPlan>(value)
+        .ok()
+        .map(Box::new)
+}
+
 /// Stack for the parser thread: a document is at most 32 levels deep, and
 /// the spanned-node visitor is a few frames per level; 16 MiB leaves a wide
 /// margin in debug builds too.
 const PARSE_STACK: usize = 16 << 20;
 
 fn parse(text: &str) -> Result<Node, Box<Diagnostic>> {
-    let result = std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("yaml-parse".into())
-            .stack_size(PARSE_STACK)
-            .spawn_scoped(scope, || {
-                serde_saphyr::from_str_with_options::<Node>(text, parse_options())
-            })
-            .map(|handle| handle.join())
-    });
-    match result {
-        Ok(Ok(Ok(node))) => Ok(node),
-        Ok(Ok(Err(err))) => Err(Box::new(input::yaml_error(text, &err))),
-        Ok(Err(_)) | Err(_) => Err(Box::new(Diagnostic::new(
+    match parse_as::<Node>(text) {
+        Ok(Ok(node)) => Ok(node),
+        Ok(Err(err)) => Err(Box::new(input::yaml_error(text, &err))),
+        Err(()) => Err(Box::new(Diagnostic::new(
             Code::YamlSyntax,
             "the YAML parser failed on this file",
         ))),

@@ -70,6 +70,19 @@ pub fn find(value: &Value, root: &Node) -> Vec<Secret> {
     found
 }
 
+/// Whether the document holds any secret `find` would report.
+pub fn any(value: &Value) -> bool {
+    let mut found = false;
+    walk(value, &mut String::new(), &mut |ptr, v| {
+        found = found
+            || (ptr == "/spec/encryption/certificate" && v.is_string())
+            || v.as_str().and_then(looks_secret).is_some()
+            || v.as_object()
+                .is_some_and(|m| m.keys().any(|k| looks_secret(k).is_some()));
+    });
+    found
+}
+
 fn walk(value: &Value, pointer: &mut String, visit: &mut dyn FnMut(&str, &Value)) {
     visit(pointer, value);
     match value {

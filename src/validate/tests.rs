@@ -63,3 +63,27 @@ fn all_problems_reported_in_one_run() {
     let codes: Vec<&str> = d.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, ["FB0305", "FB0301", "FB0203"], "{d:#?}");
 }
+
+#[test]
+fn the_clean_fast_path_takes_only_plans_without_any_diagnostic() {
+    assert!(check_clean(MINIMAL).is_some());
+    // A warning, an error, or a secret: the full check with positions runs.
+    let warning = MINIMAL.replace(
+        "  groups:\n",
+        "  encryption:\n    certificate: { env: CERT }\n  groups:\n",
+    );
+    assert!(check_clean(&warning).is_none());
+    match check("t.yaml", warning.as_bytes(), Origin::Named) {
+        Checked::Plan(r, Some(_)) => assert_eq!(r.diagnostics[0].code, Code::EncryptionRetired),
+        other => panic!("{other:?}"),
+    }
+    assert!(check_clean(&MINIMAL.replace("host: hv-01", "host: hv-09")).is_none());
+    assert!(
+        check_clean(&MINIMAL.replace(
+            "name: quick",
+            "name: quick\n  description: \"-----BEGIN CERTIFICATE-----\""
+        ))
+        .is_none()
+    );
+    assert!(check_clean("kind: Other\n").is_none());
+}
