@@ -475,8 +475,9 @@ fn request_id() -> String {
     )
 }
 
-/// A transport error, short, without the URL.
-fn transport_error(e: &reqwest::Error) -> String {
+/// A transport error, short, without the URL (a token endpoint's URL may
+/// carry a client ID; messages stay short either way).
+pub(crate) fn transport_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -249,7 +249,7 @@ impl ClientSecretCredential {
                 AzureError::transient(format!(
                     "cannot reach Microsoft Entra ID at {} for a token: {}",
                     self.authority,
-                    without_url(&e)
+                    super::client::transport_error(&e)
                 ))
             })?;
         token_response(response, now, "the client secret in AZURE_CLIENT_SECRET").await
@@ -302,28 +302,6 @@ async fn token_response(
                 "no token from {what}: the answer has no access_token"
             ))
         })
-}
-
-/// A reqwest error's text without the URL (a token endpoint's URL may carry
-/// a client ID, never a secret, but keep messages short either way).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(s) = source {
-        last = Some(s.to_string());
-        source = s.source();
-    }
-    match last {
-        Some(cause) => format!("{kind} ({cause})"),
-        None => kind.to_owned(),
-    }
 }
 
 /// `application/x-www-form-urlencoded`.
@@ -492,7 +470,7 @@ impl ManagedIdentityCredential {
                 AzureError::failed(format!(
                     "managed identity: no identity endpoint answered ({}); this is not an Azure \
                      host with a managed identity",
-                    without_url(&e)
+                    super::client::transport_error(&e)
                 ))
             })?;
         token_response(response, now, "the managed identity").await
