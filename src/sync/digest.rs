@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use super::os::{open_source, read_exact_at};
-use super::persist::{Decoder, Encoder, atomic_write};
+use super::persist::{CHECKSUM_LEN, Decoder, Encoder, atomic_write, checksum_parts};
 use super::pipeline::{Run, block_runs, run_extents, whole_file};
 use super::{BLOCK, ChangeMap, DecodeError, SyncError};
 
@@ -78,19 +79,35 @@ pub(crate) fn hash_blocks(buf: &[u8]) -> Vec<BlockDigest> {
 /// Guarantees: `blocks().len()` is `file_len()` divided by [`BLOCK`], rounded
 /// up; block `i` is the [`block_digest`] of bytes `[i*BLOCK, (i+1)*BLOCK)`
 /// (the last one possibly shorter).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Digests {
     file_len: u64,
     blocks: Vec<BlockDigest>,
+    /// [`Digests::root`], once computed; reset by every change.
+    root: OnceLock<ImageDigest>,
 }
 
+impl PartialEq for Digests {
+    fn eq(&self, other: &Self) -> bool {
+        self.file_len == other.file_len && self.blocks == other.blocks
+    }
+}
+
+impl Eq for Digests {}
+
 const DIGESTS_MAGIC: &[u8; 8] = b"FBDIGEST";
+/// Magic, version, block size, algorithm, file length, block count.
+const DIGESTS_HEADER: usize = 8 + 4 + 4 + 4 + 8 + 8;
 const DIGESTS_VERSION: u32 = 1;
 
 impl Digests {
     /// Callers pass one digest per block of a `file_len`-byte file.
     pub(crate) fn from_parts(file_len: u64, blocks: Vec<BlockDigest>) -> Self {
-        Digests { file_len, blocks }
+        Digests {
+            file_len,
+            blocks,
+            root: OnceLock::new(),
+        }
     }
 
     /// Length of the file, in bytes.
@@ -118,18 +135,43 @@ impl Digests {
     /// Two files have the same root exactly when they have the same length
     /// and the same block digests.
     pub fn root(&self) -> ImageDigest {
-        let context = format!("failback sync image digest v1 {ALGORITHM_NAME} blocks of {BLOCK}");
-        let mut hasher = blake3::Hasher::new_derive_key(&context);
-        hasher.update(&self.file_len.to_le_bytes());
-        for block in &self.blocks {
-            hasher.update(block);
+        *self.root.get_or_init(|| self.compute_root())
+    }
+
+    fn compute_root(&self) -> ImageDigest {
+        let mut hasher = root_hasher(self.file_len);
+        // One call over the whole list, on every core: a call per 16-byte
+        // digest would cost a function call each. (`update_rayon` hashes
+        // small inputs on the calling thread; the result is the same.)
+        hasher.update_rayon(self.blocks.as_flattened());
+        ImageDigest(*hasher.finalize().as_bytes())
+    }
+
+    /// The root of these digests with `stale`'s written over them, computed
+    /// without building that list (when the length did not change).
+    pub(crate) fn root_with(&self, stale: &StaleBlocks) -> ImageDigest {
+        if stale.len != self.file_len {
+            let mut list = self.clone();
+            stale.clone().apply(&mut list);
+            return list.root();
         }
+        let mut hasher = root_hasher(self.file_len);
+        let mut at = 0;
+        for (first, blocks) in &stale.runs {
+            hasher.update_rayon(self.blocks[at..*first].as_flattened());
+            hasher.update(blocks.as_flattened());
+            at = first + blocks.len();
+        }
+        hasher.update_rayon(self.blocks[at..].as_flattened());
         ImageDigest(*hasher.finalize().as_bytes())
     }
 
     /// The first block whose digest differs from `other`'s, counting a block
     /// only one of them has as different; `None` when the files are equal.
     pub fn first_mismatch(&self, other: &Digests) -> Option<u64> {
+        if self.file_len == other.file_len && self.blocks == other.blocks {
+            return None;
+        }
         let longest = self.blocks.len().max(other.blocks.len());
         let differs = (0..longest).find(|&i| self.blocks.get(i) != other.blocks.get(i));
         match differs {
@@ -159,6 +201,96 @@ impl Digests {
     /// hash algorithm.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut input = Decoder::new(bytes, DIGESTS_MAGIC, DIGESTS_VERSION)?;
+        let (file_len, count) = Digests::header_fields(&mut input)?;
+        let body = input.rest(count.saturating_mul(16))?;
+        let blocks = body
+            .chunks_exact(16)
+            .map(|chunk| {
+                let mut digest = [0u8; 16];
+                digest.copy_from_slice(chunk);
+                digest
+            })
+            .collect();
+        Ok(Digests::from_parts(file_len, blocks))
+    }
+
+    /// Writes the digests to `path`, atomically (temporary file, fsync,
+    /// rename, fsync of the directory).
+    pub fn save(&self, path: &Path) -> Result<(), SyncError> {
+        atomic_write(path, &self.to_bytes())
+    }
+
+    /// Reads digests written by [`Digests::save`], checked as
+    /// [`Digests::from_bytes`] checks them.
+    ///
+    /// Guarantees: reads the file straight into the digest list (one
+    /// allocation of its size: a 4 GiB disk's digests are 16 MiB, read while
+    /// its VM is off).
+    ///
+    /// Errors: the file cannot be read, or is not a valid digests file.
+    pub fn load(path: &Path) -> Result<Self, SyncError> {
+        let corrupt = |source| SyncError::Corrupt {
+            path: path.into(),
+            what: "block digests",
+            source,
+        };
+        let mut file = File::open(path).map_err(|source| SyncError::Open {
+            path: path.into(),
+            source,
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|source| SyncError::Metadata {
+                path: path.into(),
+                source,
+            })?
+            .len();
+        let read_failed = |source| SyncError::Read {
+            path: path.into(),
+            offset: 0,
+            source,
+        };
+        // The header: magic, version, block size, algorithm, length, count.
+        let mut header = [0u8; DIGESTS_HEADER];
+        let frame = (DIGESTS_HEADER + CHECKSUM_LEN) as u64;
+        let (file_len, count) = match file.read_exact(&mut header) {
+            Ok(()) if size >= frame => Digests::parse_header(&header).map_err(corrupt)?,
+            // Too short for a header: the full decoder says how.
+            _ => {
+                let bytes = std::fs::read(path).map_err(read_failed)?;
+                return Err(corrupt(
+                    Digests::from_bytes(&bytes)
+                        .err()
+                        .unwrap_or(DecodeError::TooShort(bytes.len())),
+                ));
+            }
+        };
+        let body = count.saturating_mul(16);
+        if size.saturating_sub(frame) != body {
+            return Err(corrupt(DecodeError::Length {
+                announced: body,
+                found: size.saturating_sub(frame),
+            }));
+        }
+        let mut blocks = vec![[0u8; 16]; usize::try_from(count).unwrap_or(usize::MAX)];
+        let mut sum = [0u8; CHECKSUM_LEN];
+        file.read_exact(blocks.as_flattened_mut())
+            .and_then(|()| file.read_exact(&mut sum))
+            .map_err(read_failed)?;
+        if checksum_parts(&[&header, blocks.as_flattened()]) != sum {
+            return Err(corrupt(DecodeError::Checksum));
+        }
+        Ok(Digests::from_parts(file_len, blocks))
+    }
+
+    /// The header fields [`Digests::to_bytes`] writes before the digests,
+    /// checked: returns the file length and the block count.
+    fn parse_header(header: &[u8; DIGESTS_HEADER]) -> Result<(u64, u64), DecodeError> {
+        let mut input = Decoder::unchecked(header, DIGESTS_MAGIC, DIGESTS_VERSION)?;
+        Digests::header_fields(&mut input)
+    }
+
+    fn header_fields(input: &mut Decoder) -> Result<(u64, u64), DecodeError> {
         let block_size = input.u32()?;
         if block_size != BLOCK as u32 {
             return Err(DecodeError::BlockSize {
@@ -181,37 +313,7 @@ impl Digests {
                 found: count,
             });
         }
-        let body = input.rest(count.saturating_mul(16))?;
-        let blocks = body
-            .chunks_exact(16)
-            .map(|chunk| {
-                let mut digest = [0u8; 16];
-                digest.copy_from_slice(chunk);
-                digest
-            })
-            .collect();
-        Ok(Digests { file_len, blocks })
-    }
-
-    /// Writes the digests to `path`, atomically (temporary file, fsync,
-    /// rename, fsync of the directory).
-    pub fn save(&self, path: &Path) -> Result<(), SyncError> {
-        atomic_write(path, &self.to_bytes())
-    }
-
-    /// Reads digests written by [`Digests::save`].
-    ///
-    /// Errors: the file cannot be read, or is not a valid digests file.
-    pub fn load(path: &Path) -> Result<Self, SyncError> {
-        let bytes = std::fs::read(path).map_err(|source| SyncError::Open {
-            path: path.into(),
-            source,
-        })?;
-        Digests::from_bytes(&bytes).map_err(|source| SyncError::Corrupt {
-            path: path.into(),
-            what: "block digests",
-            source,
-        })
+        Ok((file_len, count))
     }
 }
 
@@ -317,24 +419,64 @@ pub fn refresh_digests(
     digests: &mut Digests,
     changes: &ChangeMap,
 ) -> Result<(), SyncError> {
-    let (file, meta) = open_source(source)?;
-    let len = meta.len();
-    let count = blocks_for(len);
-    let mut stale = changes.clone();
-    if len != digests.file_len {
-        // The block that held the old end (or holds the new one) changed too.
-        stale.mark_range(digests.file_len.min(len) / BLOCK as u64..count);
-    }
-    let extents = block_runs(stale.iter().take_while(|&b| b < count), len);
-    let fresh = run_extents(&extents, &Run::quiet(source), |extent, buf| {
-        read_exact_at(&file, source, buf, extent.offset)?;
-        Ok(hash_blocks(buf))
-    })?;
-    digests.blocks.resize(count as usize, zero_digest(BLOCK));
-    digests.file_len = len;
-    for (extent, blocks) in extents.iter().zip(fresh) {
-        let first = extent.first_block() as usize;
-        digests.blocks[first..first + blocks.len()].copy_from_slice(&blocks);
-    }
+    let stale = StaleBlocks::hash(source, digests.file_len, changes)?;
+    stale.apply(digests);
     Ok(())
+}
+
+/// The hasher of [`Digests::root`], fed with the length.
+fn root_hasher(file_len: u64) -> blake3::Hasher {
+    let context = format!("failback sync image digest v1 {ALGORITHM_NAME} blocks of {BLOCK}");
+    let mut hasher = blake3::Hasher::new_derive_key(&context);
+    hasher.update(&file_len.to_le_bytes());
+    hasher
+}
+
+/// The blocks of a file that differ from what its digests said (the blocks
+/// of a change map, and those from the old end on after a resize), hashed
+/// again from the file. Runs are in block order, apart, and inside the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StaleBlocks {
+    /// The file's length now.
+    pub(crate) len: u64,
+    /// Runs of consecutive blocks: first block, digests.
+    pub(crate) runs: Vec<(usize, Vec<BlockDigest>)>,
+}
+
+impl StaleBlocks {
+    /// Reads and hashes the stale blocks of the file at `path`, whose
+    /// digests described a file of `old_len` bytes except for `changes`.
+    pub(crate) fn hash(path: &Path, old_len: u64, changes: &ChangeMap) -> Result<Self, SyncError> {
+        let (file, meta) = open_source(path)?;
+        let len = meta.len();
+        let count = blocks_for(len);
+        let mut stale = changes.clone();
+        if len != old_len {
+            // The block that held the old end (or holds the new one) changed too.
+            stale.mark_range(old_len.min(len) / BLOCK as u64..count);
+        }
+        let extents = block_runs(stale.iter().take_while(|&b| b < count), len);
+        let fresh = run_extents(&extents, &Run::quiet(path), |extent, buf| {
+            read_exact_at(&file, path, buf, extent.offset)?;
+            Ok(hash_blocks(buf))
+        })?;
+        let runs = extents
+            .iter()
+            .map(|extent| extent.first_block() as usize)
+            .zip(fresh)
+            .collect();
+        Ok(StaleBlocks { len, runs })
+    }
+
+    /// `digests` brought up to date.
+    pub(crate) fn apply(self, digests: &mut Digests) {
+        digests.root = OnceLock::new();
+        digests
+            .blocks
+            .resize(blocks_for(self.len) as usize, zero_digest(BLOCK));
+        digests.file_len = self.len;
+        for (first, blocks) in self.runs {
+            digests.blocks[first..first + blocks.len()].copy_from_slice(&blocks);
+        }
+    }
 }

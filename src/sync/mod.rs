@@ -11,6 +11,7 @@
 //! | [`copy_blocks`] | `delta` phase 2, recovery VM off | the blocks of a [`ChangeMap`] | those blocks |
 //! | [`full_sync`] | `full` mode, recovery VM off | source | every non-zero block |
 //! | [`verify_equal`], [`verify_against`] | gate before starting the primary VM | both sides / the target | nothing |
+//! | [`verify_changes`], [`PhaseTwo`] | the same gate after phase 2 | the blocks of a [`ChangeMap`] on the target | nothing |
 //!
 //! Every disk is cut into [`BLOCK`]-byte blocks (the last one may be shorter);
 //! each block has a 16-byte [`BlockDigest`] (see [`block_digest`] for the hash
@@ -43,7 +44,11 @@
 //!    `C` from `S(ts)` to `T`, and [`refresh_digests`] replaces `D[b]` by the
 //!    digest of `S(ts)` block `b` for every `b` in `C` (and for blocks added
 //!    if the disk was resized);
-//! 4. [`verify_against`]`(T, D)` reads the whole target and compares.
+//! 4. [`verify_against`]`(T, D)` reads the whole target and compares; or,
+//!    in time that grows with `C` rather than with the disk,
+//!    [`verify_changes`]`(T, D1, C, D)`, where `D1` is phase 1's `D` before
+//!    step 3 (what phase 1 left in `T`): it hashes again from `T` only the
+//!    blocks of `C` and takes `D1[b]` for the others.
 //!
 //! Claim: after step 3, `D[b]` is the digest of block `b` of `S(ts)` for every
 //! `b`. If `b` is in `C`, step 3 hashed it from `S(ts)` itself. If `b` is not
@@ -53,6 +58,19 @@
 //! `S(ts)` block by block (up to a BLAKE3-128 collision), whatever happened in
 //! between: torn reads, crashes, re-runs, a phase 2 interrupted and resumed.
 //! Verification is what carries the proof; the copy steps only make it pass.
+//!
+//! [`verify_changes`] needs one more fact: outside `C`, `T` still holds what
+//! phase 1 left, `D1`. Phase 1 leaves `T` with digests `D1` when it returns
+//! (it writes every block whose digest differs, then fsyncs); a
+//! [`FileStamp`] of `T` taken then, and found unchanged just before step 3
+//! writes, shows that nothing wrote `T` in between (see [`FileStamp`] for
+//! what the kernel promises); step 3 writes only blocks of `C`, and those
+//! are the blocks `verify_changes` reads back from `T` itself. So its
+//! digests of `T` are those a full read would give, and its verdict is the
+//! full verification's: every block of the target, changed or not, equals
+//! `S(ts)`. When the evidence is missing (no stamp, a different stamp, a
+//! phase 2 interrupted by a crash and resumed by another process), callers
+//! fall back to [`verify_against`]; speed is never bought with the proof.
 //!
 //! The argument needs `t0` to come **before** phase 1 reads the source. A
 //! write racing with the phase-1 read of its block (the read sees half of it,
@@ -75,6 +93,7 @@ mod error;
 mod os;
 mod persist;
 mod pipeline;
+mod stamp;
 mod verify;
 
 #[cfg(test)]
@@ -87,7 +106,8 @@ pub use digest::{
     image_digest, refresh_digests,
 };
 pub use error::{DecodeError, SyncError};
-pub use verify::{Verification, verify_against, verify_equal};
+pub use stamp::{FileStamp, settle_time};
+pub use verify::{PhaseTwo, Verification, verify_against, verify_changes, verify_equal};
 
 /// Size of a block, the unit of comparison and copy: 4 KiB.
 pub const BLOCK: usize = 4096;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::os::{parent_dir, sync_dir};
 use super::{DecodeError, SyncError};
 
-const CHECKSUM_LEN: usize = 16;
+pub(crate) const CHECKSUM_LEN: usize = 16;
 
 /// Replaces `path` by a file holding `bytes`, atomically and durably: after a
 /// crash at any point, `path` holds either its old content or `bytes`.
@@ -102,7 +102,24 @@ impl<'a> Decoder<'a> {
         let Some((content, sum)) = bytes.split_last_chunk::<CHECKSUM_LEN>() else {
             return Err(DecodeError::TooShort(bytes.len()));
         };
-        let Some((found_magic, rest)) = content.split_first_chunk::<8>() else {
+        let decoder = Decoder::unchecked(content, magic, version).map_err(|e| match e {
+            DecodeError::TooShort(_) => DecodeError::TooShort(bytes.len()),
+            other => other,
+        })?;
+        if checksum(content) != *sum {
+            return Err(DecodeError::Checksum);
+        }
+        Ok(decoder)
+    }
+
+    /// A decoder over a header alone, whose checksum the caller verifies
+    /// (over the header and the content read after it).
+    pub(crate) fn unchecked(
+        bytes: &'a [u8],
+        magic: &[u8; 8],
+        version: u32,
+    ) -> Result<Self, DecodeError> {
+        let Some((found_magic, rest)) = bytes.split_first_chunk::<8>() else {
             return Err(DecodeError::TooShort(bytes.len()));
         };
         if found_magic != magic {
@@ -114,9 +131,6 @@ impl<'a> Decoder<'a> {
         let found_version = u32::from_le_bytes(*found_version);
         if found_version != version {
             return Err(DecodeError::UnsupportedVersion(found_version));
-        }
-        if checksum(content) != *sum {
-            return Err(DecodeError::Checksum);
         }
         Ok(Decoder { body })
     }
@@ -153,10 +167,16 @@ impl<'a> Decoder<'a> {
 }
 
 fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
+    checksum_parts(&[bytes])
+}
+
+/// The checksum of the concatenation of `parts`.
+pub(crate) fn checksum_parts(parts: &[&[u8]]) -> [u8; CHECKSUM_LEN] {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update_rayon(part);
+    }
     let mut sum = [0u8; CHECKSUM_LEN];
-    blake3::Hasher::new()
-        .update(bytes)
-        .finalize_xof()
-        .fill(&mut sum);
+    hasher.finalize_xof().fill(&mut sum);
     sum
 }

@@ -710,14 +710,128 @@ fn a_running_guest_during_phase_one_is_caught_by_the_change_map() {
         stop.store(true, Ordering::Relaxed);
         outcome
     });
-    let mut digests = phase1.unwrap().source_digests;
+    let before = phase1.unwrap().source_digests;
+    let stamp = FileStamp::of(&target).unwrap();
 
     // The guest is off: phase 2.
     let changes = changes.into_inner().unwrap();
+    assert!(stamp.is_current(&target), "nothing wrote the target since");
     copy_blocks(&source, &target, &changes, &SyncOptions::default()).unwrap();
+    assert!(!stamp.is_current(&target), "phase 2 moved the stamp");
+    let mut digests = before.clone();
     refresh_digests(&source, &mut digests, &changes).unwrap();
-    assert!(verify_against(&target, &digests).unwrap().equal);
+    let whole = verify_against(&target, &digests).unwrap();
+    assert!(whole.equal);
+    assert_eq!(
+        verify_changes(&target, &before, &changes, &digests).unwrap(),
+        whole
+    );
     assert_same(&source, &target);
+}
+
+/// `verify_changes` reads back the changed blocks from the target: a
+/// changed block that phase 2 did not copy, or copied wrong, is a mismatch
+/// at that block, and a resize is seen too.
+#[test]
+fn verifying_by_the_changed_blocks_finds_a_block_not_sent() {
+    let lab = Lab::new();
+    let source = lab.file("recovery.img", &noise(2 * MIB as usize, 40));
+    let target = lab.file("primary.img", &[]);
+    let before = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .source_digests;
+
+    let file = OpenOptions::new().write(true).open(&source).unwrap();
+    let mut changes = ChangeMap::new();
+    for block in [3u64, 4, 200, 511] {
+        changes.mark(block);
+        file.write_all_at(&noise(BLOCK, 500 + block), block * B)
+            .unwrap();
+    }
+    // The disk grew by a block and a half.
+    file.set_len(2 * MIB + B + B / 2).unwrap();
+    changes.mark_bytes(2 * MIB, B + B / 2);
+    drop(file);
+    let mut expected = before.clone();
+    refresh_digests(&source, &mut expected, &changes).unwrap();
+    let phase2 = PhaseTwo::new(&source, before.clone(), changes.clone()).unwrap();
+    assert_eq!(phase2.source_digest(), image_digest(&source).unwrap());
+    assert_eq!(phase2.source_digest(), expected.root());
+
+    // Nothing sent yet: the first changed block differs.
+    let v = verify_changes(&target, &before, &changes, &expected).unwrap();
+    assert!(!v.equal);
+    assert_eq!(v.first_mismatch, Some(3));
+    assert_eq!(phase2.verify(&target).unwrap(), v);
+
+    // All sent but one block, overwritten with wrong bytes.
+    copy_blocks(&source, &target, &changes, &SyncOptions::default()).unwrap();
+    let file = OpenOptions::new().write(true).open(&target).unwrap();
+    file.write_all_at(&[0u8; 16], 200 * B + 7).unwrap();
+    drop(file);
+    let v = verify_changes(&target, &before, &changes, &expected).unwrap();
+    assert_eq!((v.equal, v.first_mismatch), (false, Some(200)));
+    assert_eq!(v, verify_against(&target, &expected).unwrap());
+    assert_eq!(phase2.verify(&target).unwrap(), v);
+
+    copy_blocks(&source, &target, &changes, &SyncOptions::default()).unwrap();
+    let v = verify_changes(&target, &before, &changes, &expected).unwrap();
+    assert!(v.equal && v.target_len == 2 * MIB + B + B / 2, "{v:?}");
+    assert_eq!(v.target_digest, image_digest(&source).unwrap());
+    assert_eq!(phase2.verify(&target).unwrap(), v);
+    assert_same(&source, &target);
+}
+
+/// The same length before and after: the source's image digest is streamed
+/// over phase 1's list with the changed blocks in place, and equals a full
+/// hash of the source.
+#[test]
+fn phase_two_without_a_resize_matches_full_hashes() {
+    let lab = Lab::new();
+    let source = lab.file("recovery.img", &noise(3 * MIB as usize, 42));
+    let target = lab.file("primary.img", &noise(MIB as usize, 43));
+    let before = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .source_digests;
+    let file = OpenOptions::new().write(true).open(&source).unwrap();
+    let mut changes = ChangeMap::new();
+    for block in [0u64, 1, 2, 77, 767] {
+        changes.mark(block);
+        file.write_all_at(&noise(BLOCK, 900 + block), block * B)
+            .unwrap();
+    }
+    drop(file);
+    let phase2 = PhaseTwo::new(&source, before.clone(), changes.clone()).unwrap();
+    assert_eq!(phase2.source_digest(), image_digest(&source).unwrap());
+    let v = phase2.verify(&target).unwrap();
+    assert_eq!((v.equal, v.first_mismatch), (false, Some(0)));
+    copy_blocks(&source, &target, phase2.changes(), &SyncOptions::default()).unwrap();
+    let v = phase2.verify(&target).unwrap();
+    assert!(v.equal, "{v:?}");
+    assert_eq!(v, verify_equal(&source, &target).unwrap());
+}
+
+#[test]
+fn a_stamp_moves_with_any_write_and_names_the_file() {
+    let lab = Lab::new();
+    let path = lab.file("disk.img", &noise(64 * 1024, 41));
+    let stamp = FileStamp::of(&path).unwrap();
+    assert!(stamp.is_current(&path));
+    assert_eq!(stamp.len, 64 * 1024);
+    // A one-byte write, once the stamp has settled: the write falls in a
+    // later clock tick, whatever the kernel's timestamp granularity.
+    let stamp = FileStamp::settled(&path).unwrap();
+    assert_eq!(stamp, FileStamp::of(&path).unwrap());
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(b"x", 100).unwrap();
+    drop(file);
+    assert!(!stamp.is_current(&path), "a write left the stamp unchanged");
+    // Another file with the same bytes is another file.
+    let copy = lab.file("copy.img", &fs::read(&path).unwrap());
+    let now = FileStamp::of(&path).unwrap();
+    assert_ne!(FileStamp::of(&copy).unwrap().ino, now.ino);
+    assert!(!FileStamp { len: 1, ..now }.is_current(&path));
+    assert!(!now.is_current(&lab.path("missing.img")));
 }
 
 #[test]

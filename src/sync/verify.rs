@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use super::{Digests, ImageDigest, SyncError, digest_blocks};
+use super::digest::StaleBlocks;
+use super::{BlockDigest, ChangeMap, Digests, ImageDigest, SyncError, digest_blocks};
 
 /// The outcome of comparing a target with a source, block by block.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,10 +23,15 @@ pub struct Verification {
 impl Verification {
     fn compare(source: &Digests, target: &Digests) -> Self {
         let first_mismatch = source.first_mismatch(target);
+        let source_digest = source.root();
         Verification {
             equal: first_mismatch.is_none(),
-            source_digest: source.root(),
-            target_digest: target.root(),
+            source_digest,
+            // Equal digests have equal roots: one hash of the list is enough.
+            target_digest: match first_mismatch {
+                None => source_digest,
+                Some(_) => target.root(),
+            },
             source_len: source.file_len(),
             target_len: target.file_len(),
             first_mismatch,
@@ -60,4 +66,141 @@ pub fn verify_equal(source: &Path, target: &Path) -> Result<Verification, SyncEr
 pub fn verify_against(target: &Path, source: &Digests) -> Result<Verification, SyncError> {
     let target = digest_blocks(target)?;
     Ok(Verification::compare(source, &target))
+}
+
+/// Compares `target` with the source described by `source`, reading only the
+/// blocks of `changes` from the target: delta phase 2's verification, whose
+/// cost grows with the changed bytes, not with the disk.
+///
+/// `target_before` describes the target before the blocks of `changes` were
+/// written (phase 1's [`DeltaOutcome::source_digests`](super::DeltaOutcome),
+/// which the target held when phase 1 returned). The target's digests now are
+/// `target_before` with every block of `changes` (and, if its length changed,
+/// every block from the old end on) hashed again from the target itself;
+/// they are compared with `source` block by block.
+///
+/// Guarantees: reads only those blocks of the target; `equal` as in
+/// [`verify_equal`]: every block of the target, changed or not, is compared.
+///
+/// Assumptions: nothing wrote the target outside `changes` since
+/// `target_before` described it. Callers establish it with a
+/// [`FileStamp`](super::FileStamp) taken when phase 1 returned and found
+/// unchanged just before phase 2 wrote; see the [module docs](super) for the
+/// whole argument. Without that evidence, use [`verify_against`].
+///
+/// Errors: the target cannot be opened or read.
+pub fn verify_changes(
+    target: &Path,
+    target_before: &Digests,
+    changes: &ChangeMap,
+    source: &Digests,
+) -> Result<Verification, SyncError> {
+    let stale = StaleBlocks::hash(target, target_before.file_len(), changes)?;
+    let same_len = stale.len == source.file_len() && stale.len == target_before.file_len();
+    if same_len && equal_with(target_before.blocks(), &stale.runs, source.blocks()) {
+        // Every block equal: no need to build the target's list.
+        let digest = source.root();
+        return Ok(Verification {
+            equal: true,
+            source_digest: digest,
+            target_digest: digest,
+            source_len: source.file_len(),
+            target_len: stale.len,
+            first_mismatch: None,
+        });
+    }
+    let mut now = target_before.clone();
+    stale.apply(&mut now);
+    Ok(Verification::compare(source, &now))
+}
+
+/// Whether `before` with `runs` written over it equals `expected`, all three
+/// of the same length, without building the combined list.
+fn equal_with(
+    before: &[BlockDigest],
+    runs: &[(usize, Vec<BlockDigest>)],
+    expected: &[BlockDigest],
+) -> bool {
+    let mut at = 0;
+    for (first, blocks) in runs {
+        let end = first + blocks.len();
+        if end > expected.len()
+            || before.get(at..*first) != expected.get(at..*first)
+            || expected.get(*first..end) != Some(blocks.as_slice())
+        {
+            return false;
+        }
+        at = end;
+    }
+    before.get(at..) == expected.get(at..)
+}
+
+/// Delta phase 2 from phase 1's digests, reading only changed blocks: what
+/// the source holds at shutdown, and the verification of the target against
+/// it (steps 3 and 4 of the [module docs](super), with [`verify_changes`]).
+///
+/// Guarantees: [`PhaseTwo::new`] reads only the blocks of the change map
+/// from the source, and [`PhaseTwo::verify`] only those from the target (a
+/// resize adds the blocks from the old end on); neither copies the digest
+/// list (16 bytes per 4 KiB block) unless the disks turn out to differ.
+///
+/// Assumptions: those of [`verify_changes`]: `before` is what phase 1
+/// returned, read after change tracking began; nothing wrote the target
+/// outside `changes` since phase 1 returned.
+#[derive(Debug)]
+pub struct PhaseTwo {
+    before: Digests,
+    changes: ChangeMap,
+    source: StaleBlocks,
+    source_digest: ImageDigest,
+}
+
+impl PhaseTwo {
+    /// Hashes the changed blocks of `source`, once its VM is off.
+    ///
+    /// Errors: the source cannot be opened or read.
+    pub fn new(source: &Path, before: Digests, changes: ChangeMap) -> Result<Self, SyncError> {
+        let stale = StaleBlocks::hash(source, before.file_len(), &changes)?;
+        let source_digest = before.root_with(&stale);
+        Ok(PhaseTwo {
+            before,
+            changes,
+            source: stale,
+            source_digest,
+        })
+    }
+
+    /// The image digest of the source at shutdown.
+    pub fn source_digest(&self) -> ImageDigest {
+        self.source_digest
+    }
+
+    /// The blocks phase 2 copies.
+    pub fn changes(&self) -> &ChangeMap {
+        &self.changes
+    }
+
+    /// Compares the target with the source at shutdown, block by block, as
+    /// [`verify_changes`] does.
+    ///
+    /// Errors: the target cannot be opened or read.
+    pub fn verify(&self, target: &Path) -> Result<Verification, SyncError> {
+        let found = StaleBlocks::hash(target, self.before.file_len(), &self.changes)?;
+        if found == self.source {
+            // Outside the stale blocks both are `before`: equal everywhere.
+            return Ok(Verification {
+                equal: true,
+                source_digest: self.source_digest,
+                target_digest: self.source_digest,
+                source_len: self.source.len,
+                target_len: found.len,
+                first_mismatch: None,
+            });
+        }
+        let mut source = self.before.clone();
+        self.source.clone().apply(&mut source);
+        let mut target = self.before.clone();
+        found.apply(&mut target);
+        Ok(Verification::compare(&source, &target))
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use failback::sync::{
     BLOCK, ChangeMap, Digests, SyncOptions, copy_blocks, delta_sync, digest_blocks, full_sync,
-    refresh_digests, verify_against,
+    refresh_digests, verify_against, verify_changes,
 };
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -100,42 +100,54 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// `phase2 DIR SIZE CHANGED_BYTES REPS`: source + target of SIZE, phase 1
 /// (delta_sync, untimed), then REPS times: CHANGED_BYTES of random blocks
-/// written to the source and marked in a ChangeMap, then timed
-/// copy_blocks + refresh_digests + verify_against. Prints medians.
+/// written to the source and marked in a ChangeMap, then timed: the
+/// source's digests brought up to date (refresh_digests), copy_blocks, and
+/// verification by the changed blocks (verify_changes), the path the lab's
+/// `complete` takes. For comparison, also timed in the same round: the
+/// whole-target verification (verify_against) that it replaces. Prints
+/// medians.
 fn phase2(dir: &Path, size: u64, changed: u64, reps: usize) -> R {
     let (src, dst) = (dir.join("p2-src.img"), dir.join("p2-dst.img"));
     generate(&src, size, 7)?;
     generate(&dst, size, 8)?;
-    let mut digests = delta_sync(&src, &dst, &SyncOptions::new())?.source_digests;
+    let mut before = delta_sync(&src, &dst, &SyncOptions::new())?.source_digests;
     let count = changed / BLOCK as u64;
-    let (mut tc, mut tr, mut tv, mut tt) = (vec![], vec![], vec![], vec![]);
+    let (mut tr, mut tc, mut tv, mut tt, mut tw) = (vec![], vec![], vec![], vec![], vec![]);
     for rep in 0..reps {
         mutate(&src, count, 100 + rep as u64, None)?;
         let map = pick(size / BLOCK as u64, count, 100 + rep as u64);
         let t0 = Instant::now();
-        let st = copy_blocks(&src, &dst, &map, &SyncOptions::new())?;
-        let c = secs(t0);
+        let mut expected = before.clone();
+        refresh_digests(&src, &mut expected, &map)?;
+        let r = secs(t0);
         let t1 = Instant::now();
-        refresh_digests(&src, &mut digests, &map)?;
-        let r = secs(t1);
+        let st = copy_blocks(&src, &dst, &map, &SyncOptions::new())?;
+        let c = secs(t1);
         let t2 = Instant::now();
-        let v = verify_against(&dst, &digests)?;
+        let v = verify_changes(&dst, &before, &map, &expected)?;
         let w = secs(t2);
         assert!(v.equal, "phase 2 verification failed");
         assert_eq!(st.blocks_copied, count);
-        tc.push(c);
+        let t3 = Instant::now();
+        let whole = verify_against(&dst, &expected)?;
+        tw.push(secs(t3));
+        assert_eq!(whole, v);
         tr.push(r);
+        tc.push(c);
         tv.push(w);
-        tt.push(c + r + w);
+        tt.push(r + c + w);
+        // The next round's phase 1 left the target as it is now.
+        before = expected;
     }
     println!(
-        "phase2 size={} changed={} copy_blocks={:.4} refresh_digests={:.4} verify_against={:.4} total={:.4}",
+        "phase2 size={} changed={} refresh_digests={:.4} copy_blocks={:.4} verify_changes={:.4} total={:.4}   (whole-target verify_against instead: {:.4})",
         size,
         changed,
-        median(tc),
         median(tr),
+        median(tc),
         median(tv),
-        median(tt)
+        median(tt),
+        median(tw)
     );
     std::fs::remove_file(&src)?;
     std::fs::remove_file(&dst)?;

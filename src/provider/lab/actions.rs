@@ -8,18 +8,31 @@
 //! started only when each primary disk's image digest equals it (checked
 //! again by [`power_on`] itself, under the lock). Change maps only make the
 //! final copy short; a missing or damaged one costs a full delta, never data.
+//!
+//! A delta failback keeps its downtime proportional to the changed bytes:
+//! phase 1 leaves each primary disk's block digests beside it, with the
+//! disk's [`FileStamp`] ([`PhaseOneRecord`]); at shutdown the recovery
+//! disk's digests are phase 1's with the change map's blocks hashed again,
+//! and verification reads back only those blocks ([`PhaseTwo`]) while the
+//! stamp shows that nothing else wrote the primary disk. Without that evidence (a full sync, a damaged
+//! file, a resumed phase 2) every step hashes whole disks, as the proof in
+//! `crate::sync` allows either way.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::world::{
-    Lab, LabDisk, LabVm, Locked, Protection, Replica, Site, VerificationRecord, now_ms, rfc3339,
+    Lab, LabDisk, LabVm, Locked, PhaseOneRecord, Protection, Replica, Site, VerificationRecord,
+    now_ms, rfc3339,
 };
 use super::{LabError, init::create_sparse, world::sync_dir};
 use crate::plan::SyncMode;
 use crate::provider::{FailbackRequest, Lifecycle, Progress, ProgressFn};
-use crate::sync::{self, BLOCK, ChangeMap, FaultPlan, ImageDigest, SyncError, SyncOptions};
+use crate::sync::{
+    self, BLOCK, ChangeMap, Digests, FaultPlan, FileStamp, ImageDigest, PhaseTwo, SyncError,
+    SyncOptions,
+};
 
 /// Test-only crash hook (debug builds only; release builds ignore it): when
 /// this environment variable holds a number `N`, every sync the lab runs
@@ -72,11 +85,12 @@ pub(crate) fn start_failback(
     };
     match mode {
         SyncMode::Delta => {
-            phase_one(lab, &req.vm, progress)?;
+            let records = phase_one(lab, &req.vm, progress)?;
             let mut locked = lab.lock()?;
             let vm = locked.world.vm_mut(&req.vm)?;
             if vm.state == Lifecycle::Syncing {
                 vm.state = Lifecycle::AwaitingCompletion;
+                vm.phase_one = records;
                 locked.save()?;
             }
             Ok(())
@@ -85,7 +99,7 @@ pub(crate) fn start_failback(
             shut_down(lab, &req.vm, &[Lifecycle::Syncing], Lifecycle::Syncing)?;
             record_shutdown_digests(lab, &req.vm)?;
             full_copy(lab, &req.vm, progress)?;
-            verify_disks(lab, &req.vm, progress)?;
+            verify_disks(lab, &req.vm, progress, &Evidence::new())?;
             power_on(lab, &req.vm)
         }
     }
@@ -187,6 +201,7 @@ fn begin(lab: &Lab, locked: &mut Locked, req: &FailbackRequest) -> Result<SyncMo
     vm.shutdown_at_ms = None;
     vm.shutdown_digests.clear();
     vm.verifications.clear();
+    vm.phase_one.clear();
     match req.sync {
         SyncMode::Delta => vm.change_tracking = true,
         // Full shuts the recovery VM down at once (the fault was checked above).
@@ -206,8 +221,16 @@ fn begin(lab: &Lab, locked: &mut Locked, req: &FailbackRequest) -> Result<SyncMo
 }
 
 /// Delta phase 1: every recovery disk to its primary disk, while the
-/// recovery VM keeps running.
-fn phase_one(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
+/// recovery VM keeps running. Returns, for each disk, what it left on the
+/// primary disk (its digests are saved beside it); the caller records them
+/// with the end of phase 1. A primary disk that still has the record of an
+/// earlier attempt of this failback (a crash after its sync) is not read
+/// again: only the recovery disk is.
+fn phase_one(
+    lab: &Lab,
+    name: &str,
+    progress: &ProgressFn,
+) -> Result<BTreeMap<String, PhaseOneRecord>, LabError> {
     let world = lab.read()?;
     let vm = world.vm(name)?;
     expect_state(
@@ -223,16 +246,54 @@ fn phase_one(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabErro
             reason: "change tracking is off during a delta sync; run the failback again".into(),
         });
     }
-    let jobs = pairs(vm)?
-        .into_iter()
+    let disks = pairs(vm)?;
+    let jobs = disks
+        .iter()
         .map(|(src, dst)| Job {
             bytes: src.size,
-            source: src.path,
-            target: dst.path,
-            transfer: Transfer::Delta,
+            source: src.path.clone(),
+            target: dst.path.clone(),
+            transfer: Transfer::Delta(known_digests(vm, &src.name, dst)),
         })
         .collect();
-    transfer_all(name, jobs, progress)
+    let outcomes = transfer_all(name, jobs, progress)?;
+    // Each sync fsynced its target before returning and nothing else writes
+    // a primary disk, so a stamp taken now describes the digests it returned.
+    let mut records = BTreeMap::new();
+    for ((src, dst), digests) in disks.iter().zip(outcomes) {
+        let Some(digests) = digests else { continue };
+        let stamp = FileStamp::settled(&dst.path)?;
+        digests.save(&dst.digests_path())?;
+        records.insert(
+            src.name.clone(),
+            PhaseOneRecord {
+                digest: digests.root().to_string(),
+                stamp,
+                digests_stamp: FileStamp::settled(&dst.digests_path())?,
+            },
+        );
+    }
+    Ok(records)
+}
+
+/// The digests phase 1 of this failback left on primary disk `dst`, if its
+/// record is intact and the disk still has the stamp it had then.
+fn known_digests(vm: &LabVm, disk: &str, dst: &LabDisk) -> Option<Digests> {
+    let record = vm.phase_one.get(disk)?;
+    if !record.stamp.is_current(&dst.path) {
+        return None;
+    }
+    load_phase_one(record, dst)
+}
+
+/// The digests file of `record`, if it is the one phase 1 wrote (same
+/// stamp; its own checksum guards its bytes).
+fn load_phase_one(record: &PhaseOneRecord, dst: &LabDisk) -> Option<Digests> {
+    let path = dst.digests_path();
+    if !record.digests_stamp.is_current(&path) {
+        return None;
+    }
+    Digests::load(&path).ok()
 }
 
 /// "Complete Failover": see `Provider::complete`.
@@ -259,10 +320,27 @@ pub(crate) fn complete(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(
         &[Lifecycle::AwaitingCompletion, Lifecycle::FinalSync],
         Lifecycle::FinalSync,
     )?;
-    record_shutdown_digests(lab, name)?;
-    final_copy(lab, name, progress)?;
-    verify_disks(lab, name, progress)?;
-    power_on(lab, name)
+    let ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1e3;
+    let t = std::time::Instant::now();
+    let mut evidence = record_shutdown_digests(lab, name)?;
+    let digests_ms = ms(t);
+    let t = std::time::Instant::now();
+    final_copy(lab, name, progress, &mut evidence)?;
+    let copy_ms = ms(t);
+    let t = std::time::Instant::now();
+    verify_disks(lab, name, progress, &evidence)?;
+    let verify_ms = ms(t);
+    let t = std::time::Instant::now();
+    power_on(lab, name)?;
+    tracing::debug!(
+        vm = name,
+        digests_ms,
+        copy_ms,
+        verify_ms,
+        power_on_ms = ms(t),
+        "phase 2 done"
+    );
+    Ok(())
 }
 
 /// Shuts the recovery VM down and moves the VM to `to`, in one durable
@@ -316,42 +394,93 @@ fn recovery_off_event(locked: &Locked, name: &str) -> Result<(), LabError> {
     }))
 }
 
+/// What lets phase 2 verify primary disks by their changed blocks, by disk
+/// name: phase 1's digests and the change map ([`PhaseTwo`]); a disk without
+/// any is verified by hashing it whole.
+pub(super) type Evidence = BTreeMap<String, PhaseTwo>;
+
 /// Records the image digest of every recovery disk, once the recovery VM is
 /// off (nothing writes it after that). Digests already recorded are kept.
-pub(super) fn record_shutdown_digests(lab: &Lab, name: &str) -> Result<(), LabError> {
-    let disks: Vec<LabDisk> = {
+///
+/// A disk with an intact phase-1 record and change map is not read whole:
+/// its digests are phase 1's with the changed blocks hashed again (see the
+/// proof in `crate::sync`), and they are returned as [`Evidence`] for the
+/// final copy and the verification. Any other disk is hashed whole.
+pub(super) fn record_shutdown_digests(lab: &Lab, name: &str) -> Result<Evidence, LabError> {
+    let (disks, recorded, records) = {
         let world = lab.read()?;
         let vm = world.vm(name)?;
         require_recovery_off(vm)?;
-        vm.recovery
-            .disks
-            .iter()
-            .filter(|d| !vm.shutdown_digests.contains_key(&d.name))
-            .cloned()
-            .collect()
+        (
+            pairs(vm)?,
+            vm.shutdown_digests.clone(),
+            vm.phase_one.clone(),
+        )
     };
-    if disks.is_empty() {
-        return Ok(());
-    }
+    let mut evidence = Evidence::new();
     let mut digests = BTreeMap::new();
-    for disk in &disks {
-        digests.insert(
-            disk.name.clone(),
-            sync::image_digest(&disk.path)?.to_string(),
-        );
+    for (src, dst) in &disks {
+        let derived = records
+            .get(&src.name)
+            .and_then(|record| shutdown_evidence(record, src, dst));
+        let digest = match &derived {
+            Some(found) => found.source_digest(),
+            None if recorded.contains_key(&src.name) => continue,
+            None => sync::image_digest(&src.path)?,
+        };
+        if let Some(found) = derived {
+            evidence.insert(src.name.clone(), found);
+        }
+        digests.insert(src.name.clone(), digest.to_string());
     }
     let mut locked = lab.lock()?;
     let vm = locked.world.vm_mut(name)?;
     require_recovery_off(vm)?;
+    let mut changed = false;
     for (disk, digest) in digests {
-        vm.shutdown_digests.entry(disk).or_insert(digest);
+        match vm.shutdown_digests.get(&disk) {
+            // Recorded by an earlier run: evidence that disagrees with it is
+            // not used (it cannot, the recovery disk being off; kept safe).
+            Some(old) if *old != digest => {
+                evidence.remove(&disk);
+            }
+            Some(_) => {}
+            None => {
+                vm.shutdown_digests.insert(disk, digest);
+                changed = true;
+            }
+        }
     }
-    locked.save()
+    if changed {
+        locked.save()?;
+    }
+    Ok(evidence)
+}
+
+/// The recovery disk's digests at shutdown from phase 1's and the change
+/// map; `None` when either file is missing or damaged.
+fn shutdown_evidence(record: &PhaseOneRecord, src: &LabDisk, dst: &LabDisk) -> Option<PhaseTwo> {
+    let before = load_phase_one(record, dst)?;
+    let changes = ChangeMap::load(&src.change_map_path()).ok()?;
+    match PhaseTwo::new(&src.path, before, changes) {
+        Ok(found) => Some(found),
+        Err(e) => {
+            tracing::warn!(disk = %src.name, "cannot update the phase-1 digests ({e}); hashing the whole disk");
+            None
+        }
+    }
 }
 
 /// Delta phase 2: the blocks of each change map (a full delta where a map
-/// cannot be read; verification decides either way).
-pub(super) fn final_copy(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
+/// cannot be read; verification decides either way). A disk of `evidence`
+/// keeps it only if the primary disk still has its phase-1 stamp right
+/// before the copy writes it.
+pub(super) fn final_copy(
+    lab: &Lab,
+    name: &str,
+    progress: &ProgressFn,
+    evidence: &mut Evidence,
+) -> Result<(), LabError> {
     let world = lab.read()?;
     let vm = world.vm(name)?;
     expect_state(
@@ -363,8 +492,18 @@ pub(super) fn final_copy(lab: &Lab, name: &str, progress: &ProgressFn) -> Result
     require_recovery_off(vm)?;
     let mut jobs = Vec::new();
     for (src, dst) in pairs(vm)? {
-        let map_path = src.change_map_path();
-        let job = match ChangeMap::load(&map_path) {
+        let untouched = vm
+            .phase_one
+            .get(&src.name)
+            .is_some_and(|record| record.stamp.is_current(&dst.path));
+        if !untouched && evidence.remove(&src.name).is_some() {
+            tracing::info!(vm = name, disk = %src.name, "the primary disk changed since phase 1; it will be verified whole");
+        }
+        let loaded = match evidence.get(&src.name) {
+            Some(found) => Ok(found.changes().clone()),
+            None => ChangeMap::load(&src.change_map_path()),
+        };
+        let job = match loaded {
             Ok(map) => Job {
                 bytes: map.count().saturating_mul(BLOCK as u64).min(src.size),
                 source: src.path,
@@ -380,13 +519,13 @@ pub(super) fn final_copy(lab: &Lab, name: &str, progress: &ProgressFn) -> Result
                     bytes: src.size,
                     source: src.path,
                     target: dst.path,
-                    transfer: Transfer::Delta,
+                    transfer: Transfer::Delta(None),
                 }
             }
         };
         jobs.push(job);
     }
-    transfer_all(name, jobs, progress)
+    transfer_all(name, jobs, progress).map(drop)
 }
 
 /// `full`: every block of each recovery disk, the recovery VM off.
@@ -409,16 +548,26 @@ fn full_copy(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabErro
             transfer: Transfer::Full,
         })
         .collect();
-    transfer_all(name, jobs, progress)
+    transfer_all(name, jobs, progress).map(drop)
 }
 
 /// Compares the image digest of every primary disk with the recovery
 /// disk's digest recorded at shutdown; a disk that differs is re-synced with
 /// a full delta and compared again. Every comparison is recorded in
-/// `events.jsonl`, the last one per disk in the world.
+/// `events.jsonl`, the last one per disk in the world, with the primary
+/// disk's stamp when the digest was read.
+///
+/// A disk of `evidence` is compared by reading back only its changed blocks
+/// ([`sync::verify_changes`]); any other disk, or one that does not compare
+/// equal that way, is hashed whole.
 ///
 /// Errors: a disk still differs after the re-sync.
-pub(super) fn verify_disks(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
+pub(super) fn verify_disks(
+    lab: &Lab,
+    name: &str,
+    progress: &ProgressFn,
+    evidence: &Evidence,
+) -> Result<(), LabError> {
     let (checks, failed) = {
         let world = lab.read()?;
         let vm = world.vm(name)?;
@@ -427,28 +576,47 @@ pub(super) fn verify_disks(lab: &Lab, name: &str, progress: &ProgressFn) -> Resu
         let mut failed = None;
         for (src, dst) in pairs(vm)? {
             let recorded = recorded_digest(vm, &src.name)?;
-            let mut found = sync::image_digest(&dst.path)?;
-            if found != recorded {
-                checks.push(Check::new(&src.name, recorded, found));
+            let mut check = match evidence.get(&src.name) {
+                Some(found) => {
+                    let stamp = FileStamp::of(&dst.path)?;
+                    let v = found.verify(&dst.path)?;
+                    // The stamp vouches for what was read only once it has
+                    // settled; usually the reads took that long already.
+                    let settled = FileStamp::settled(&dst.path)?;
+                    let mut check = Check::new(&src.name, recorded, v.target_digest);
+                    check.method = "changed-blocks";
+                    check.blocks_read = found.changes().count();
+                    check.stamp = (settled == stamp).then_some(stamp);
+                    check
+                }
+                None => hash_whole(&src.name, recorded, &dst)?,
+            };
+            if check.found != recorded && check.method == "changed-blocks" {
+                // Not equal by the changed blocks: decide by the whole disk.
+                checks.push(check);
+                check = hash_whole(&src.name, recorded, &dst)?;
+            }
+            if check.found != recorded {
+                checks.push(check);
                 tracing::warn!(vm = name, disk = %src.name, "primary disk differs from the recovery disk at shutdown; re-syncing it");
                 let job = Job {
                     bytes: src.size,
                     source: src.path.clone(),
                     target: dst.path.clone(),
-                    transfer: Transfer::Delta,
+                    transfer: Transfer::Delta(None),
                 };
                 transfer_all(name, vec![job], progress)?;
-                found = sync::image_digest(&dst.path)?;
+                check = hash_whole(&src.name, recorded, &dst)?;
             }
-            checks.push(Check::new(&src.name, recorded, found));
-            if found != recorded && failed.is_none() {
+            if check.found != recorded && failed.is_none() {
                 failed = Some(LabError::VerificationFailed {
                     vm: name.to_owned(),
                     disk: src.name.clone(),
                     expected: recorded.to_string(),
-                    found: found.to_string(),
+                    found: check.found.to_string(),
                 });
             }
+            checks.push(check);
         }
         (checks, failed)
     };
@@ -467,6 +635,8 @@ pub(super) fn verify_disks(lab: &Lab, name: &str, progress: &ProgressFn) -> Resu
             "shutdownDigest": check.recorded.to_string(),
             "primaryDigest": check.found.to_string(),
             "equal": equal,
+            "method": check.method,
+            "blocksRead": check.blocks_read,
         }))?;
     }
     let vm = locked.world.vm_mut(name)?;
@@ -478,6 +648,7 @@ pub(super) fn verify_disks(lab: &Lab, name: &str, progress: &ProgressFn) -> Resu
                 primary_digest: check.found.to_string(),
                 equal: check.recorded == check.found,
                 at_ms: check.at_ms,
+                primary_stamp: check.stamp,
             },
         );
     }
@@ -488,11 +659,28 @@ pub(super) fn verify_disks(lab: &Lab, name: &str, progress: &ProgressFn) -> Resu
     }
 }
 
+/// Hashes the whole primary disk `dst`; the stamp is kept only if the disk
+/// had it both before and after the read (nothing wrote it meanwhile).
+fn hash_whole(disk: &str, recorded: ImageDigest, dst: &LabDisk) -> Result<Check, LabError> {
+    let before = FileStamp::of(&dst.path)?;
+    let found = sync::image_digest(&dst.path)?;
+    let mut check = Check::new(disk, recorded, found);
+    check.blocks_read = dst.size.div_ceil(BLOCK as u64);
+    let settled = FileStamp::settled(&dst.path)?;
+    check.stamp = (settled == before).then_some(before);
+    Ok(check)
+}
+
 struct Check {
     disk: String,
     recorded: ImageDigest,
     found: ImageDigest,
     at_ms: u64,
+    /// How the primary disk's digest was found: "whole-disk" or
+    /// "changed-blocks".
+    method: &'static str,
+    blocks_read: u64,
+    stamp: Option<FileStamp>,
 }
 
 impl Check {
@@ -502,6 +690,9 @@ impl Check {
             recorded,
             found,
             at_ms: now_ms(),
+            method: "whole-disk",
+            blocks_read: 0,
+            stamp: None,
         }
     }
 }
@@ -509,8 +700,9 @@ impl Check {
 /// Starts the primary VM: the one place that does, and the gate of the
 /// first safety rule. Under the lock, it requires for every recovery disk a
 /// digest recorded at shutdown and a verification record equal to it, and
-/// hashes each primary disk again; any difference refuses the start and
-/// changes nothing. Then it logs the power-on and records `commit-pending`,
+/// that each primary disk still has the stamp it had when it was verified
+/// (or, failing that, hashes it again and finds the same digest); any
+/// difference refuses the start and changes nothing. Then it logs the power-on and records `commit-pending`,
 /// the primary VM running and the downtime.
 pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
     let mut locked = lab.lock()?;
@@ -532,6 +724,7 @@ pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
         reason,
     };
     let mut digests = Vec::new();
+    let mut rehashed = Vec::new();
     for (src, dst) in pairs(vm)? {
         let recorded = recorded_digest(vm, &src.name).map_err(|_| {
             unverified(
@@ -539,18 +732,28 @@ pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
                 "no digest was recorded when the recovery VM was shut down".into(),
             )
         })?;
-        let verified = vm.verifications.get(&src.name).is_some_and(|v| {
+        let verification = vm.verifications.get(&src.name).filter(|v| {
             v.equal
                 && parses_to(&v.shutdown_digest, recorded)
                 && parses_to(&v.primary_digest, recorded)
         });
-        if !verified {
+        let Some(verification) = verification else {
             return Err(unverified(
                 &src.name,
                 "it has no verification record matching the shutdown digest".into(),
             ));
-        }
-        let now = sync::image_digest(&dst.path)?;
+        };
+        // The disk is as verified if it kept the stamp it had when its
+        // digest was read; otherwise it is hashed again.
+        let untouched = verification
+            .primary_stamp
+            .is_some_and(|stamp| stamp.is_current(&dst.path));
+        let now = if untouched {
+            recorded
+        } else {
+            rehashed.push(src.name.clone());
+            sync::image_digest(&dst.path)?
+        };
         if now != recorded {
             return Err(unverified(
                 &src.name,
@@ -574,6 +777,8 @@ pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
             .iter()
             .map(|(disk, digest)| (disk.clone(), serde_json::Value::from(digest.to_string())))
             .collect::<serde_json::Map<_, _>>(),
+        // Disks hashed again because they lost their verification stamp.
+        "rehashed": rehashed,
     }))?;
     let vm = locked.world.vm_mut(name)?;
     vm.state = Lifecycle::CommitPending;
@@ -832,7 +1037,8 @@ fn pairs(vm: &LabVm) -> Result<Vec<(LabDisk, LabDisk)>, LabError> {
 }
 
 enum Transfer {
-    Delta,
+    /// A delta sync, with the target's digests when they are known.
+    Delta(Option<Digests>),
     Full,
     Changes(ChangeMap),
 }
@@ -846,11 +1052,17 @@ struct Job {
 }
 
 /// Runs the jobs one after another (each sync is parallel inside), reporting
-/// progress over all of them.
-fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), LabError> {
+/// progress over all of them. Returns, job by job, the source digests a
+/// delta sync read (`None` for other transfers).
+fn transfer_all(
+    vm: &str,
+    jobs: Vec<Job>,
+    progress: &ProgressFn,
+) -> Result<Vec<Option<Digests>>, LabError> {
     let total: u64 = jobs.iter().map(|j| j.bytes).sum();
     let abort = test_abort_fault();
     let mut base = 0u64;
+    let mut outcomes = Vec::with_capacity(jobs.len());
     for job in &jobs {
         let fault = test_io_fault(abort.unwrap_or_default());
         let report = |done: u64, _: u64| {
@@ -860,16 +1072,22 @@ fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), L
                 bytes_total: total,
             });
         };
-        let options = SyncOptions::new().with_progress(&report).with_fault(fault);
+        let mut options = SyncOptions::new().with_progress(&report).with_fault(fault);
         let outcome = match &job.transfer {
-            Transfer::Delta => sync::delta_sync(&job.source, &job.target, &options).map(|_| ()),
-            Transfer::Full => sync::full_sync(&job.source, &job.target, &options).map(|_| ()),
+            Transfer::Delta(known) => {
+                if let Some(known) = known {
+                    options = options.with_known_target(known);
+                }
+                sync::delta_sync(&job.source, &job.target, &options)
+                    .map(|outcome| Some(outcome.source_digests))
+            }
+            Transfer::Full => sync::full_sync(&job.source, &job.target, &options).map(|_| None),
             Transfer::Changes(map) => {
-                sync::copy_blocks(&job.source, &job.target, map, &options).map(|_| ())
+                sync::copy_blocks(&job.source, &job.target, map, &options).map(|_| None)
             }
         };
         match outcome {
-            Ok(()) => {}
+            Ok(digests) => outcomes.push(digests),
             Err(SyncError::InjectedFault { path, offset }) if abort.is_some() => {
                 tracing::error!(target = %path.display(), offset, "{TEST_ABORT_ENV} is set: aborting the process mid-sync");
                 std::process::abort();
@@ -883,7 +1101,7 @@ fn transfer_all(vm: &str, jobs: Vec<Job>, progress: &ProgressFn) -> Result<(), L
         bytes_done: total,
         bytes_total: total,
     });
-    Ok(())
+    Ok(outcomes)
 }
 
 /// Adds the I/O faults of [`TEST_FAIL_DISK_WRITE_ENV`] and

@@ -278,6 +278,7 @@ fn build(lab: &Lab, plan: &FailbackPlan, opts: &InitOptions) -> (LabWorld, Vec<D
             shutdown_at_ms: None,
             shutdown_digests: BTreeMap::new(),
             verifications: BTreeMap::new(),
+            phase_one: BTreeMap::new(),
             commit_started: false,
             replica: None,
             faults: VmFaults::default(),

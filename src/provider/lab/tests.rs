@@ -437,6 +437,10 @@ async fn delta_failback_end_to_end_with_guest_writes_during_and_after_phase_one(
             verified["shutdownDigest"].as_str(),
             vm.shutdown_digests.get(disk).map(String::as_str)
         );
+        // Phase 2 read back only the changed blocks, not the whole disk.
+        assert_eq!(verified["method"], "changed-blocks", "{verified}");
+        let read = verified["blocksRead"].as_u64().unwrap();
+        assert!(read > 0 && read < 4 * MIB / 4096, "{verified}");
         assert!(
             events[power_on]["disks"]
                 .as_array()
@@ -445,6 +449,8 @@ async fn delta_failback_end_to_end_with_guest_writes_during_and_after_phase_one(
         );
         assert_eq!(events[power_on]["digests"][disk], verified["primaryDigest"]);
     }
+    // Both disks kept their verification stamp: none was hashed again.
+    assert_eq!(events[power_on]["rehashed"], serde_json::json!([]));
 
     // The guest is gone from the recovery site.
     let refused = write_guest_blocks(&t.dir, "sql-01", 1, None).unwrap_err();
@@ -686,14 +692,14 @@ async fn power_on_refuses_an_unverified_disk() {
         Lifecycle::FinalSync,
     )
     .unwrap();
-    actions::record_shutdown_digests(lab, "sql-01").unwrap();
+    let mut evidence = actions::record_shutdown_digests(lab, "sql-01").unwrap();
     let e = actions::power_on(lab, "sql-01").unwrap_err();
     assert!(
         matches!(e, LabError::Unverified { .. }),
         "no verification yet: {e}"
     );
-    actions::final_copy(lab, "sql-01", &quiet()).unwrap();
-    actions::verify_disks(lab, "sql-01", &quiet()).unwrap();
+    actions::final_copy(lab, "sql-01", &quiet(), &mut evidence).unwrap();
+    actions::verify_disks(lab, "sql-01", &quiet(), &evidence).unwrap();
     let disk = t.vm("sql-01").primary.disks[1].path.clone();
     let file = fs::OpenOptions::new()
         .read(true)
@@ -706,6 +712,13 @@ async fn power_on_refuses_an_unverified_disk() {
     drop(file);
 
     let e = actions::power_on(lab, "sql-01").unwrap_err();
+    assert!(
+        !t.vm("sql-01").verifications["disk1"]
+            .primary_stamp
+            .unwrap()
+            .is_current(&disk),
+        "the write moved the stamp"
+    );
     match &e {
         LabError::Unverified { vm, disk, reason } => {
             assert_eq!((vm.as_str(), disk.as_str()), ("sql-01", "disk1"));
@@ -757,6 +770,58 @@ async fn a_damaged_change_map_costs_a_full_delta_not_data() {
     ));
     t.provider.complete("sql-01", quiet()).await.unwrap();
     assert_disks_equal(&t.vm("sql-01"));
+    // Without its change map, the disk is verified whole.
+    let events = t.events();
+    let verified = |disk: &str| {
+        events
+            .iter()
+            .rfind(|e| e["event"] == "verified" && e["disk"] == disk)
+            .unwrap()["method"]
+            .clone()
+    };
+    assert_eq!(verified("disk0"), "whole-disk");
+    assert_eq!(verified("disk1"), "changed-blocks");
+}
+
+/// The fast verification trusts phase 1's digests of the primary disk only
+/// while the disk keeps its phase-1 stamp: a block written there behind the
+/// failback's back, outside every change map, is still found and repaired.
+#[tokio::test]
+async fn a_primary_disk_written_after_phase_one_is_verified_whole() {
+    let t = TestLab::small();
+    t.provider
+        .start_failback(&request("sql-01", SyncMode::Delta, "hv-01"), quiet())
+        .await
+        .unwrap();
+    write_guest_blocks(&t.dir, "sql-01", 16, Some(7)).unwrap();
+    let vm = t.vm("sql-01");
+    assert_eq!(vm.phase_one.len(), 2, "phase 1 recorded both disks");
+    let map = ChangeMap::load(&vm.recovery.disks[1].change_map_path()).unwrap();
+    let block = (0..).find(|b| !map.contains(*b)).unwrap();
+    let disk = vm.primary.disks[1].path.clone();
+    let file = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    file.write_all_at(&[0xa5; 64], block * 4096).unwrap();
+    drop(file);
+
+    t.provider.complete("sql-01", quiet()).await.unwrap();
+    let vm = t.vm("sql-01");
+    assert_eq!(vm.state, Lifecycle::CommitPending);
+    assert_disks_equal(&vm);
+    let events = t.events();
+    let last = |disk: &str, event: &str| {
+        events
+            .iter()
+            .rfind(|e| e["event"] == event && e["disk"] == disk)
+            .cloned()
+    };
+    // disk1 was compared whole, found different, re-synced, then equal.
+    assert_eq!(last("disk1", "verified").unwrap()["method"], "whole-disk");
+    assert!(last("disk1", "verification-mismatch").is_some());
+    assert_eq!(
+        last("disk0", "verified").unwrap()["method"],
+        "changed-blocks"
+    );
+    assert!(last("disk0", "verification-mismatch").is_none());
 }
 
 #[tokio::test]

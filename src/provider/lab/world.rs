@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::LabError;
 use crate::plan::SyncMode;
 use crate::provider::Lifecycle;
+use crate::sync::FileStamp;
 
 /// The world file, in the lab directory.
 pub const WORLD_FILE: &str = "world.json";
@@ -145,6 +146,11 @@ pub struct LabVm {
     /// The last verification of each primary disk, by disk name.
     #[serde(default)]
     pub verifications: BTreeMap<String, VerificationRecord>,
+    /// What delta phase 1 of the failback in progress left on each primary
+    /// disk, by disk name: the evidence that lets phase 2 verify by reading
+    /// only the changed blocks. Cleared when a failback begins.
+    #[serde(default)]
+    pub phase_one: BTreeMap<String, PhaseOneRecord>,
     /// Commit started deleting the recovery copy.
     #[serde(default)]
     pub commit_started: bool,
@@ -188,6 +194,24 @@ impl LabDisk {
     pub fn change_map_path(&self) -> PathBuf {
         self.path.with_extension("changes")
     }
+
+    /// The block digests phase 1 left on this (primary) disk, beside it.
+    pub fn digests_path(&self) -> PathBuf {
+        self.path.with_extension("digests")
+    }
+}
+
+/// What one delta phase 1 left on a primary disk: its block digests are in
+/// [`LabDisk::digests_path`], with this image digest, and the disk had this
+/// stamp when the sync returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseOneRecord {
+    pub digest: String,
+    pub stamp: FileStamp,
+    /// The stamp of the digests file once written: a file with another
+    /// stamp (each save is a new file) is not this phase 1's.
+    pub digests_stamp: FileStamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +230,10 @@ pub struct VerificationRecord {
     pub primary_digest: String,
     pub equal: bool,
     pub at_ms: u64,
+    /// The primary disk's stamp when the digest above was read from it:
+    /// while the disk keeps it, nothing wrote it since.
+    #[serde(default)]
+    pub primary_stamp: Option<FileStamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
