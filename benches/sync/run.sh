@@ -66,7 +66,7 @@ cmp "$D/a.img" "$D/f.img"
 echo "full_sync / dd-fsync              $(ratio full_sync dd-fsync)   (target <= 1.1)"
 rm -f "$D"/{a,b,r,f}.img "$D/b.digests"
 
-echo "## phase 2: 1 MiB changed after phase 1 (refresh_digests + copy_blocks + verify_changes, in process, median of $REPS)"
+echo "## phase 2: 1 MiB changed after phase 1 (PhaseTwo::new + copy_blocks + PhaseTwo::verify, in process, median of $REPS)"
 for s in 256MiB 1GiB 4GiB; do "$B" phase2 "$D" $s 1MiB "$REPS"; done
 
 echo "## the lab's whole delta path: downtime (recovery VM off -> primary VM on) with 1 MiB written after phase 1"

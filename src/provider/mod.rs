@@ -132,12 +132,30 @@ pub struct World {
 }
 
 impl World {
+    /// The VM named `name`. Providers list VMs sorted by name
+    /// ([`World::sort`]), which makes this a binary search; an unsorted list
+    /// is still searched correctly, in linear time.
     pub fn vm(&self, name: &str) -> Option<&ObservedVm> {
-        self.vms.iter().find(|v| v.name == name)
+        match self.vms.binary_search_by(|v| v.name.as_str().cmp(name)) {
+            Ok(i) => self.vms.get(i),
+            Err(_) => self.vms.iter().find(|v| v.name == name),
+        }
     }
 
+    /// The host named `name`, found as [`World::vm`] finds VMs.
     pub fn host(&self, name: &str) -> Option<&ObservedHost> {
-        self.hosts.iter().find(|h| h.name == name)
+        match self.hosts.binary_search_by(|h| h.name.as_str().cmp(name)) {
+            Ok(i) => self.hosts.get(i),
+            Err(_) => self.hosts.iter().find(|h| h.name == name),
+        }
+    }
+
+    /// Sorts VMs and hosts by name, so that lookups by name are binary
+    /// searches (a plan of 10,000 VMs looks each up once per decision).
+    pub fn sort(mut self) -> Self {
+        self.vms.sort_by(|a, b| a.name.cmp(&b.name));
+        self.hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        self
     }
 }
 

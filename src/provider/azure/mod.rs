@@ -354,7 +354,8 @@ impl AzureProvider {
             primary_connected,
             hosts,
             vms,
-        })
+        }
+        .sort())
     }
 
     fn observed_vm(

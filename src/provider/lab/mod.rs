@@ -67,6 +67,7 @@ mod world;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -227,9 +228,10 @@ fn observe_world(world: &LabWorld, names: &[String]) -> World {
             }
         })
         .collect();
+    let by_name: HashMap<&str, &LabVm> = world.vms.iter().map(|v| (v.name.as_str(), v)).collect();
     let vms = names
         .iter()
-        .filter_map(|name| world.vms.iter().find(|v| &v.name == name))
+        .filter_map(|name| by_name.get(name.as_str()).copied())
         .map(|vm| ObservedVm {
             name: vm.name.clone(),
             state: vm.state,
@@ -255,6 +257,7 @@ fn observe_world(world: &LabWorld, names: &[String]) -> World {
         hosts,
         vms,
     }
+    .sort()
 }
 
 /// Writes all of `buf` at `offset` of `file` (`path` names it in errors).
