@@ -289,9 +289,7 @@ fn check_clean(text: &str) -> Option<Box<FailbackPlan>> {
     if secrets::any(&value) {
         return None;
     }
-    if !rules::check(&value, &|_| None).is_empty()
-        || !schema_check::check(&value, &|_| None).is_empty()
-    {
+    if !rules::check(&value, &|_| None).is_empty() || !schema_check::is_clean(&value) {
         return None;
     }
     serde_json::from_value::<FailbackPlan>(value)

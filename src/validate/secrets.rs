@@ -70,17 +70,31 @@ pub fn find(value: &Value, root: &Node) -> Vec<Secret> {
     found
 }
 
-/// Whether the document holds any secret `find` would report.
+/// Whether the document holds any secret `find` would report. The clean
+/// path asks this of every plan, so it writes no pointers: the one place
+/// that matters is looked up directly, and the walk keeps its stack itself.
 pub fn any(value: &Value) -> bool {
-    let mut found = false;
-    walk(value, &mut String::new(), &mut |ptr, v| {
-        found = found
-            || (ptr == "/spec/encryption/certificate" && v.is_string())
-            || v.as_str().and_then(looks_secret).is_some()
-            || v.as_object()
-                .is_some_and(|m| m.keys().any(|k| looks_secret(k).is_some()));
-    });
-    found
+    if value
+        .pointer("/spec/encryption/certificate")
+        .is_some_and(Value::is_string)
+    {
+        return true;
+    }
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if looks_secret(s).is_some() => return true,
+            Value::Object(map) => {
+                if map.keys().any(|k| looks_secret(k).is_some()) {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn walk(value: &Value, pointer: &mut String, visit: &mut dyn FnMut(&str, &Value)) {
