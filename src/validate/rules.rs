@@ -300,7 +300,11 @@ fn vm_settings<'a>(
             .with_pointer(pointer),
         );
     }
-    if let Some(timeout) = vm.pointer("/verify/timeout").and_then(Value::as_str) {
+    if let Some(timeout) = vm
+        .get("verify")
+        .and_then(|v| v.get("timeout"))
+        .and_then(Value::as_str)
+    {
         let pointer = || format!("{}/verify/timeout", at.base());
         match humantime::parse_duration(timeout) {
             Ok(d) if d.is_zero() => out.push(

@@ -124,7 +124,15 @@ fn walk(value: &Value, pointer: &mut String, visit: &mut dyn FnMut(&str, &Value)
 /// Whether a string is a secret by its shape: PEM blocks, private keys,
 /// long base64 DER blobs (certificates and PFX files start `MII`).
 pub fn looks_secret(s: &str) -> Option<&'static str> {
-    // Most strings are names: rule them out without allocating.
+    // Most strings are names: rule them out in one pass over the bytes,
+    // without allocating (a PEM marker holds `---`).
+    if !s
+        .as_bytes()
+        .windows(3)
+        .any(|w| matches!(w, b"MII" | b"---"))
+    {
+        return None;
+    }
     if !s.contains("-----BEGIN") && !s.contains("MII") {
         return None;
     }
