@@ -533,8 +533,17 @@ fn is_block(d: &Doc) -> bool {
     }
 }
 
+/// Cases per property: `FAILBACK_PROPTEST_CASES`, as for the reconciler's
+/// properties (default 512 here).
+fn cases() -> u32 {
+    std::env::var("FAILBACK_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn random_scalars_agree(s in scalar_text(), q in 0u8..3) {
@@ -545,14 +554,53 @@ proptest! {
     }
 
     #[test]
-    fn random_documents_agree(d in doc(), crlf in any::<bool>()) {
+    fn random_documents_agree(
+        d in doc(),
+        crlf in any::<bool>(),
+        header in proptest::sample::select(&["", "---\n", "--- # c\n", "# c\n\n"][..]),
+        footer in proptest::sample::select(&["", "...\n", "# c\n", "\n\n"][..]),
+    ) {
         let mut text = String::new();
         block(&d, 0, &mut text);
         let mut flow_text = String::new();
         flow(&d, &mut flow_text);
+        flow_text.push('\n');
         for text in [text, flow_text] {
+            let text = format!("{header}{text}{footer}");
             let text = if crlf { text.replace('\n', "\r\n") } else { text };
             agrees(&text);
         }
+    }
+
+    /// A plan with one value, or one key, replaced by random scalar text.
+    #[test]
+    fn mutated_plans_agree(
+        line in 0usize..40,
+        s in scalar_text(),
+        q in 0u8..3,
+        as_key in any::<bool>(),
+    ) {
+        let plan = super::super::tests_support::MINIMAL;
+        let lines: Vec<&str> = plan.lines().collect();
+        let line = line % lines.len();
+        let mut out = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            if i == line && let Some(colon) = l.find(": ") {
+                let new = scalar_yaml(&s, q);
+                if as_key {
+                    let indent = l.len() - l.trim_start_matches([' ', '-']).len();
+                    out.push_str(&l[..indent]);
+                    out.push_str(&new);
+                    out.push_str(&l[colon..]);
+                } else {
+                    out.push_str(&l[..colon + 2]);
+                    out.push_str(&new);
+                }
+            } else {
+                out.push_str(l);
+            }
+            out.push('\n');
+        }
+        agrees(&out);
     }
 }
