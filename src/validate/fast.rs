@@ -17,7 +17,7 @@
 //! - anchors, aliases, tags of any kind (`!!str` included), merge keys;
 //! - keys that are not scalars, plain keys that do not read as strings or
 //!   start like a number, and repeated keys;
-//! - empty streams, directives, a second document, parser errors;
+//! - empty streams, a `%YAML` directive, a second document, parser errors;
 //! - more nesting, values or text than the parser budget admits;
 //! - scalars that read as non-finite floats (`.inf`, `.nan`, `1e999`), and
 //!   any plain scalar with leading or trailing blanks.
