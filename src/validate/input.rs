@@ -152,6 +152,14 @@ fn clamp(n: usize) -> u32 {
 /// the bidirectional overrides of "Trojan Source" (CVE-2021-42574): they make
 /// a reviewer read text in another order than the program does.
 pub fn control_character(text: &str) -> Option<Box<Diagnostic>> {
+    // The common case, printable ASCII with tabs and line breaks, needs no
+    // decoding: one pass over the bytes.
+    if text
+        .bytes()
+        .all(|b| matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r'))
+    {
+        return None;
+    }
     let (offset, ch) = text
         .char_indices()
         .find(|(_, c)| is_forbidden_control(*c))?;

@@ -6,6 +6,7 @@
 //! only then deserialize into the typed plan. Every stage collects all its
 //! problems, and every problem is located at the node it concerns. No I/O.
 
+mod fast;
 mod input;
 mod rules;
 mod schema_check;
@@ -272,20 +273,23 @@ where
 
 /// The common case, checked first and cheaply: a plan with no problem at
 /// all. Positions are only needed to report problems, so the text is parsed
-/// straight into JSON without them; anything that is not perfectly clean
-/// (a parse error, a diagnostic of any severity, a secret) returns `None`,
-/// and the full check with positions runs instead and reports it.
+/// straight into JSON without them: by the event walk of [`fast`] for the
+/// plain subset plans are written in, by serde-saphyr for anything else.
+/// Anything that is not perfectly clean (a parse error, a diagnostic of any
+/// severity, a secret) returns `None`, and the full check with positions
+/// runs instead and reports it.
 fn check_clean(text: &str) -> Option<Box<FailbackPlan>> {
-    let value = parse_as::<Value>(text).ok()?.ok()?;
+    let value = match fast::to_value(text) {
+        Some(value) => value,
+        None => parse_as::<Value>(text).ok()?.ok()?,
+    };
     if value.is_null() || value.get("kind").and_then(Value::as_str) != Some(KIND) {
         return None;
     }
     if secrets::any(&value) {
         return None;
     }
-    if !rules::check(&value, &|_| None).is_empty()
-        || !schema_check::check(&value, &|_| None).is_empty()
-    {
+    if !rules::check(&value, &|_| None).is_empty() || !schema_check::is_clean(&value) {
         return None;
     }
     serde_json::from_value::<FailbackPlan>(value)

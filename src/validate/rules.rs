@@ -4,6 +4,7 @@
 //! skipped here, so that both kinds of problems are reported in one run.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use serde_json::Value;
 
@@ -34,27 +35,52 @@ fn name_of(v: &Value) -> Option<&str> {
     v.get("name").and_then(Value::as_str)
 }
 
-/// Reports the second and later uses of a name.
-struct Unique<'a> {
-    first: HashMap<&'a str, String>,
+/// Reports the second and later uses of a name. A use is remembered by
+/// its indices (`P`), so that a pointer is only written for a diagnostic.
+struct Unique<'a, P> {
+    first: HashMap<&'a str, P>,
 }
 
-impl<'a> Unique<'a> {
+impl<'a, P: Copy> Unique<'a, P> {
     fn new() -> Self {
         Unique {
             first: HashMap::new(),
         }
     }
 
-    /// The pointer of the first use when `name` was seen before.
-    fn seen(&mut self, name: &'a str, pointer: String) -> Option<String> {
-        match self.first.get(name) {
-            Some(p) => Some(p.clone()),
-            None => {
-                self.first.insert(name, pointer);
+    /// Where the first use was, when `name` was seen before.
+    fn seen(&mut self, name: &'a str, at: P) -> Option<P> {
+        match self.first.entry(name) {
+            Entry::Occupied(first) => Some(*first.get()),
+            Entry::Vacant(slot) => {
+                slot.insert(at);
                 None
             }
         }
+    }
+}
+
+/// A VM entry: where it is and how messages name it, both written only
+/// for a diagnostic.
+struct VmAt<'a> {
+    group: usize,
+    index: usize,
+    name: Option<&'a str>,
+    root: &'a Value,
+}
+
+impl VmAt<'_> {
+    /// Its JSON pointer.
+    fn base(&self) -> String {
+        format!("/spec/groups/{}/vms/{}", self.group, self.index)
+    }
+
+    /// `VM 'name'`, or its place when it has no name.
+    fn label(&self) -> String {
+        self.name.map_or_else(
+            || place(&self.base(), self.root),
+            |n| format!("VM '{}'", shorten(n)),
+        )
     }
 }
 
@@ -77,8 +103,9 @@ fn hosts<'a>(
     let mut unique = Unique::new();
     for (i, host) in items(root.pointer("/spec/primary/hosts")) {
         let Some(name) = name_of(host) else { continue };
-        let pointer = format!("/spec/primary/hosts/{i}/name");
-        if let Some(first) = unique.seen(name, pointer.clone()) {
+        if let Some(first) = unique.seen(name, i) {
+            let first = format!("/spec/primary/hosts/{first}/name");
+            let pointer = format!("/spec/primary/hosts/{i}/name");
             out.push(
                 Diagnostic::new(Code::DuplicateHost, format!("host '{}' is declared more than once", shorten(name)))
                     .with_help(format!("host names are unique: rename it, or merge its vSwitches into the first declaration (at {})", first_declaration(&first, root, line_of)))
@@ -90,8 +117,7 @@ fn hosts<'a>(
         let mut seen = Unique::new();
         for (j, sw) in items(host.get("vswitches")) {
             let Some(sw) = sw.as_str() else { continue };
-            let p = format!("/spec/primary/hosts/{i}/vswitches/{j}");
-            if seen.seen(sw, p.clone()).is_some() {
+            if seen.seen(sw, ()).is_some() {
                 out.push(
                     Diagnostic::new(
                         Code::DuplicateVSwitch,
@@ -102,7 +128,7 @@ fn hosts<'a>(
                         ),
                     )
                     .with_help("remove the repeated entry")
-                    .with_pointer(p),
+                    .with_pointer(format!("/spec/primary/hosts/{i}/vswitches/{j}")),
                 );
             } else {
                 switches.push(sw);
@@ -126,37 +152,41 @@ fn groups_and_vms(
     let mut host_names: Vec<&str> = hosts.keys().copied().collect();
     host_names.sort_unstable();
     for (g, group) in items(root.pointer("/spec/groups")) {
-        if let Some(name) = name_of(group) {
+        if let Some(name) = name_of(group)
+            && let Some(first) = groups.seen(name, g)
+        {
+            let first = format!("/spec/groups/{first}/name");
             let pointer = format!("/spec/groups/{g}/name");
-            if let Some(first) = groups.seen(name, pointer.clone()) {
-                out.push(
-                    Diagnostic::new(Code::DuplicateGroup, format!("group '{}' is declared more than once", shorten(name)))
-                        .with_help(format!("group names are unique: rename it, or move its VMs into the first group (at {})", first_declaration(&first, root, line_of)))
-                        .with_pointer(pointer),
-                );
-            }
+            out.push(
+                Diagnostic::new(Code::DuplicateGroup, format!("group '{}' is declared more than once", shorten(name)))
+                    .with_help(format!("group names are unique: rename it, or move its VMs into the first group (at {})", first_declaration(&first, root, line_of)))
+                    .with_pointer(pointer),
+            );
         }
         for (v, vm) in items(group.get("vms")) {
-            let base = format!("/spec/groups/{g}/vms/{v}");
-            let vm_name = name_of(vm);
-            if let Some(name) = vm_name {
-                let pointer = format!("{base}/name");
-                if let Some(first) = vms.seen(name, pointer.clone()) {
-                    out.push(
-                        Diagnostic::new(
-                            Code::DuplicateVm,
-                            format!("VM '{}' is declared more than once", shorten(name)),
-                        )
-                        .with_help(format!(
-                            "a VM fails back once: remove this entry or the first one (at {})",
-                            first_declaration(&first, root, line_of)
-                        ))
-                        .with_pointer(pointer),
-                    );
-                }
+            let at = VmAt {
+                group: g,
+                index: v,
+                name: name_of(vm),
+                root,
+            };
+            if let Some(name) = at.name
+                && let Some((first_group, first_index)) = vms.seen(name, (g, v))
+            {
+                let first = format!("/spec/groups/{first_group}/vms/{first_index}/name");
+                let pointer = format!("{}/name", at.base());
+                out.push(
+                    Diagnostic::new(
+                        Code::DuplicateVm,
+                        format!("VM '{}' is declared more than once", shorten(name)),
+                    )
+                    .with_help(format!(
+                        "a VM fails back once: remove this entry or the first one (at {})",
+                        first_declaration(&first, root, line_of)
+                    ))
+                    .with_pointer(pointer),
+                );
             }
-            let label =
-                vm_name.map_or_else(|| place(&base, root), |n| format!("VM '{}'", shorten(n)));
             let host = vm.get("host").and_then(Value::as_str);
             let switches = host.and_then(|h| hosts.get(h));
             if let (Some(h), None) = (host, switches) {
@@ -168,42 +198,42 @@ fn groups_and_vms(
                 out.push(
                     Diagnostic::new(
                         Code::UnknownHost,
-                        format!("{label} names host '{}', which is not declared", shorten(h)),
+                        format!(
+                            "{} names host '{}', which is not declared",
+                            at.label(),
+                            shorten(h)
+                        ),
                     )
                     .with_help(help)
-                    .with_pointer(format!("{base}/host")),
+                    .with_pointer(format!("{}/host", at.base())),
                 );
             }
-            networks(vm, &base, host, switches, &label, out);
-            vm_settings(vm, &base, &label, &default, out);
+            networks(vm, &at, host, switches, out);
+            vm_settings(vm, &at, &default, out);
         }
     }
 }
 
 fn networks(
     vm: &Value,
-    base: &str,
+    at: &VmAt<'_>,
     host: Option<&str>,
     switches: Option<&Vec<&str>>,
-    label: &str,
     out: &mut Vec<Diagnostic>,
 ) {
     let mut adapters = Unique::new();
     for (n, net) in items(vm.get("networks")) {
-        if let Some(adapter) = net.get("adapter").and_then(Value::as_str) {
-            let p = format!("{base}/networks/{n}/adapter");
-            if adapters.seen(adapter, p.clone()).is_some() {
-                out.push(
-                    Diagnostic::new(
-                        Code::DuplicateAdapter,
-                        format!("{label} lists adapter '{}' twice", shorten(adapter)),
-                    )
-                    .with_help(
-                        "give each network adapter its own label, or remove the repeated entry",
-                    )
-                    .with_pointer(p),
-                );
-            }
+        if let Some(adapter) = net.get("adapter").and_then(Value::as_str)
+            && adapters.seen(adapter, ()).is_some()
+        {
+            out.push(
+                Diagnostic::new(
+                    Code::DuplicateAdapter,
+                    format!("{} lists adapter '{}' twice", at.label(), shorten(adapter)),
+                )
+                .with_help("give each network adapter its own label, or remove the repeated entry")
+                .with_pointer(format!("{}/networks/{n}/adapter", at.base())),
+            );
         }
         let (Some(sw), Some(host), Some(switches)) =
             (net.get("vswitch").and_then(Value::as_str), host, switches)
@@ -226,7 +256,7 @@ fn networks(
                     shorten(host),
                     list(switches, 10)
                 ))
-                .with_pointer(format!("{base}/networks/{n}/vswitch")),
+                .with_pointer(format!("{}/networks/{n}/vswitch", at.base())),
             );
         }
     }
@@ -234,14 +264,14 @@ fn networks(
 
 fn vm_settings<'a>(
     vm: &'a Value,
-    base: &str,
-    label: &str,
+    at: &VmAt<'_>,
     default: &dyn Fn(&str) -> Option<&'a str>,
     out: &mut Vec<Diagnostic>,
 ) {
     let own = |key: &str| vm.get(key).and_then(Value::as_str);
     let sync = own("sync").or_else(|| default("sync")).unwrap_or("delta");
     if sync == "full" && own("completion").is_some() {
+        let (base, label) = (at.base(), at.label());
         out.push(
             Diagnostic::new(Code::CompletionIgnored, format!("{label} sets `completion`, which has no effect with `sync: full`"))
                 .with_help("a full sync has no phase to pause after; remove `completion`, or use `sync: delta`")
@@ -252,6 +282,7 @@ fn vm_settings<'a>(
         .or_else(|| default("commit"))
         .unwrap_or("manual");
     if commit == "auto" && vm.get("verify").is_none() {
+        let (base, label) = (at.base(), at.label());
         let pointer = if own("commit").is_some() {
             format!("{base}/commit")
         } else {
@@ -269,16 +300,20 @@ fn vm_settings<'a>(
             .with_pointer(pointer),
         );
     }
-    if let Some(timeout) = vm.pointer("/verify/timeout").and_then(Value::as_str) {
-        let pointer = format!("{base}/verify/timeout");
+    if let Some(timeout) = vm
+        .get("verify")
+        .and_then(|v| v.get("timeout"))
+        .and_then(Value::as_str)
+    {
+        let pointer = || format!("{}/verify/timeout", at.base());
         match humantime::parse_duration(timeout) {
             Ok(d) if d.is_zero() => out.push(
                 Diagnostic::new(
                     Code::InvalidDuration,
-                    format!("{label} has a verify timeout of zero"),
+                    format!("{} has a verify timeout of zero", at.label()),
                 )
                 .with_help("give the check time to run, for example `timeout: 5m`")
-                .with_pointer(pointer),
+                .with_pointer(pointer()),
             ),
             Ok(_) => {}
             Err(e) => out.push(
@@ -291,7 +326,7 @@ fn vm_settings<'a>(
                     ),
                 )
                 .with_help("write a duration such as `90s`, `5m` or `1h 30m` (units: s, m, h, d)")
-                .with_pointer(pointer),
+                .with_pointer(pointer()),
             ),
         }
     }

@@ -70,7 +70,7 @@ pub fn check(instance: &Value, source: SourceOf<'_>) -> Vec<Diagnostic> {
     }
     integral_floats(
         instance,
-        &mut String::new(),
+        &mut Vec::new(),
         instance,
         &compiled.schema,
         &mut out,
@@ -88,22 +88,68 @@ pub fn check(instance: &Value, source: SourceOf<'_>) -> Vec<Diagnostic> {
     out
 }
 
+/// Whether [`check`] would find nothing: what the clean fast path asks of
+/// every plan, answered without building an error for each problem. (An
+/// error `check` would not turn into a diagnostic makes it `false`: the
+/// full check then runs, and finds nothing either.)
+pub fn is_clean(instance: &Value) -> bool {
+    let compiled = &*COMPILED;
+    let Some(validator) = &compiled.validator else {
+        return false;
+    };
+    if !validator.is_valid(instance) {
+        return false;
+    }
+    let mut out = Vec::new();
+    integral_floats(
+        instance,
+        &mut Vec::new(),
+        instance,
+        &compiled.schema,
+        &mut out,
+    );
+    out.is_empty()
+}
+
 fn is_length_error(d: &Diagnostic) -> bool {
     d.code == Code::InvalidFormat && d.message.contains(" characters; at ")
+}
+
+/// A step on the way from the root to a node: a key or an index. The
+/// walk keeps these, and writes a JSON pointer only for a node it reports.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn pointer_of(path: &[Step<'_>]) -> String {
+    let mut pointer = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) => {
+                pointer.push('/');
+                pointer.push_str(&escape_segment(k));
+            }
+            Step::Index(i) => push_index(&mut pointer, *i),
+        }
+    }
+    pointer
 }
 
 /// JSON Schema counts `4.0` as an integer, the typed plan does not: a
 /// float where the schema wants an integer is reported here, at its node,
 /// instead of failing the final deserialization without a position.
-fn integral_floats(
-    value: &Value,
-    pointer: &mut String,
+fn integral_floats<'a>(
+    value: &'a Value,
+    path: &mut Vec<Step<'a>>,
     root: &Value,
     schema: &Value,
     out: &mut Vec<Diagnostic>,
 ) {
     match value {
         Value::Number(n) if n.is_f64() => {
+            let pointer = pointer_of(path);
+            let pointer = pointer.as_str();
             let wants_integer = schema_at(schema, pointer)
                 .and_then(|s| s.get("type"))
                 .and_then(Value::as_str)
@@ -123,25 +169,22 @@ fn integral_floats(
                         ),
                     )
                     .with_help("write a whole number without a decimal point")
-                    .with_pointer(pointer.clone()),
+                    .with_pointer(pointer),
                 );
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                let len = pointer.len();
-                push_index(pointer, i);
-                integral_floats(v, pointer, root, schema, out);
-                pointer.truncate(len);
+                path.push(Step::Index(i));
+                integral_floats(v, path, root, schema, out);
+                path.pop();
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&escape_segment(k));
-                integral_floats(v, pointer, root, schema, out);
-                pointer.truncate(len);
+                path.push(Step::Key(k));
+                integral_floats(v, path, root, schema, out);
+                path.pop();
             }
         }
         _ => {}

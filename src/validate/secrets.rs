@@ -70,17 +70,31 @@ pub fn find(value: &Value, root: &Node) -> Vec<Secret> {
     found
 }
 
-/// Whether the document holds any secret `find` would report.
+/// Whether the document holds any secret `find` would report. The clean
+/// path asks this of every plan, so it writes no pointers: the one place
+/// that matters is looked up directly, and the walk keeps its stack itself.
 pub fn any(value: &Value) -> bool {
-    let mut found = false;
-    walk(value, &mut String::new(), &mut |ptr, v| {
-        found = found
-            || (ptr == "/spec/encryption/certificate" && v.is_string())
-            || v.as_str().and_then(looks_secret).is_some()
-            || v.as_object()
-                .is_some_and(|m| m.keys().any(|k| looks_secret(k).is_some()));
-    });
-    found
+    if value
+        .pointer("/spec/encryption/certificate")
+        .is_some_and(Value::is_string)
+    {
+        return true;
+    }
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if looks_secret(s).is_some() => return true,
+            Value::Object(map) => {
+                if map.keys().any(|k| looks_secret(k).is_some()) {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn walk(value: &Value, pointer: &mut String, visit: &mut dyn FnMut(&str, &Value)) {
@@ -110,7 +124,15 @@ fn walk(value: &Value, pointer: &mut String, visit: &mut dyn FnMut(&str, &Value)
 /// Whether a string is a secret by its shape: PEM blocks, private keys,
 /// long base64 DER blobs (certificates and PFX files start `MII`).
 pub fn looks_secret(s: &str) -> Option<&'static str> {
-    // Most strings are names: rule them out without allocating.
+    // Most strings are names: rule them out in one pass over the bytes,
+    // without allocating (a PEM marker holds `---`).
+    if !s
+        .as_bytes()
+        .windows(3)
+        .any(|w| matches!(w, b"MII" | b"---"))
+    {
+        return None;
+    }
     if !s.contains("-----BEGIN") && !s.contains("MII") {
         return None;
     }

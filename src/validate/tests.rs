@@ -87,3 +87,34 @@ fn the_clean_fast_path_takes_only_plans_without_any_diagnostic() {
     );
     assert!(check_clean("kind: Other\n").is_none());
 }
+
+/// The clean path's cheap questions answer as the full check's: a secret
+/// exactly when `find` reports one, schema-clean exactly when the schema
+/// check reports nothing. Over every fixture, valid and invalid.
+#[test]
+fn clean_path_shortcuts_agree_with_the_full_checks() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/validate");
+    let mut checked = 0;
+    for sub in ["valid", "invalid"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let Ok(text) = input::decode(&bytes) else {
+                continue;
+            };
+            let Ok(root) = parse(text) else { continue };
+            let value = root.to_json(&mut String::new(), &mut Vec::new());
+            assert_eq!(
+                secrets::any(&value),
+                !secrets::find(&value, &root).is_empty(),
+                "{text}"
+            );
+            assert_eq!(
+                schema_check::is_clean(&value),
+                schema_check::check(&value, &|_| None).is_empty(),
+                "{text}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "{checked}");
+}
