@@ -1,11 +1,12 @@
 //! Making a target file byte-equal to a source file: delta, change map, full.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::path::Path;
 
 use super::digest::{
-    BlockDigest, Digests, block_len, blocks_for, digest_file, hash_blocks, is_zero, zero_digest,
+    BlockDigest, Digests, block_len, blocks_for, hash_blocks, is_zero, zero_digest,
 };
 use super::os::{
     open_source, open_target, read_exact_at, refuse_same_file, set_len, sync_file, sync_parent,
@@ -32,14 +33,15 @@ pub struct DeltaOutcome {
 /// Guarantees:
 /// - the target is created if missing and resized to the source's length
 ///   (extended with a hole, or truncated) before any block is written;
-/// - a block is written only when its digest differs from the target's: a
-///   zero block of the source over a hole (or zeros) of the target is left
-///   alone, so sparse images stay sparse; zeros over data are written as
-///   zeros. The one block that straddles the target's old end is always
-///   written;
+/// - a block is written only when it differs from the target's: compared
+///   byte for byte with the target read beside the source (after the
+///   resize), or by digest when `options.known_target` matches the target's
+///   length (then the target is not read, and the one block that straddles
+///   its old end is always written). A zero block of the source over a hole
+///   (or zeros) of the target is left alone, so sparse images stay sparse;
+///   zeros over data are written as zeros;
 /// - source and target are read in [`CHUNK`](super::CHUNK)-sized reads, in
-///   parallel; the target is not read when `options.known_target` matches its
-///   length;
+///   parallel, and only the source is hashed (its digests are returned);
 /// - on `Ok`, the target and (if it was created) its directory are fsynced;
 /// - idempotent: after an error or a crash at any point, running it again
 ///   completes the sync.
@@ -63,28 +65,28 @@ pub fn delta_sync(
     refuse_same_file(source, &src_meta, target, &dst_meta)?;
     let (src_len, dst_len) = (src_meta.len(), dst_meta.len());
 
-    let mut bytes_read = 0;
-    let read_digests;
-    let target_digests = match options.known_target {
-        Some(known) if known.file_len() == dst_len => known,
-        known => {
-            if let Some(known) = known {
-                tracing::warn!(
-                    target = %target.display(),
-                    known_len = known.file_len(),
-                    actual_len = dst_len,
-                    "known target digests are stale; reading the target instead"
-                );
-            }
-            read_digests = digest_file(&dst, target, dst_len, &Run::quiet(target))?;
-            bytes_read += dst_len;
-            &read_digests
+    let known = match options.known_target {
+        Some(known) if known.file_len() == dst_len => Some(known),
+        Some(known) => {
+            tracing::warn!(
+                target = %target.display(),
+                known_len = known.file_len(),
+                actual_len = dst_len,
+                "known target digests are stale; reading the target instead"
+            );
+            None
         }
+        None => None,
     };
-    let expected = expected_after_resize(target_digests, src_len);
+    // With known digests, a block is compared by digest; otherwise the
+    // target is read beside the source and each block compared byte for
+    // byte (exact, and cheaper than hashing it), after the resize, so that
+    // a grown target reads as its hole and a straddling block as it is.
+    let expected = known.map(|known| expected_after_resize(known, src_len));
     if dst_len != src_len {
         set_len(&dst, target, src_len)?;
     }
+    let bytes_read = if known.is_some() { 0 } else { src_len };
 
     let fault = options.fault;
     let run = Run {
@@ -96,8 +98,19 @@ pub fn delta_sync(
         read_exact_at(&src, source, buf, extent.offset)?;
         let digests = hash_blocks(buf);
         let first = extent.first_block() as usize;
-        let differs = |i: usize| expected.get(first + i).copied().flatten() != Some(digests[i]);
-        let written = write_selected(&dst, target, extent, buf, fault, differs)?;
+        let written = match &expected {
+            Some(expected) => {
+                let differs =
+                    |i: usize| expected.get(first + i).copied().flatten() != Some(digests[i]);
+                write_selected(&dst, target, extent, buf, fault, differs)?
+            }
+            None => TARGET_BUF.with_borrow_mut(|old| {
+                old.resize(buf.len(), 0);
+                read_exact_at(&dst, target, old, extent.offset)?;
+                let differs = |i: usize| block_at(buf, i) != block_at(old, i);
+                write_selected(&dst, target, extent, buf, fault, differs)
+            })?,
+        };
         Ok((digests, written))
     })?;
     finish(dst, target, created, options.fault)?;
@@ -116,6 +129,11 @@ pub fn delta_sync(
         stats,
         source_digests: Digests::from_parts(src_len, blocks),
     })
+}
+
+thread_local! {
+    /// Each worker thread's buffer for the target's side of an extent.
+    static TARGET_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What each block of the target will hold once it is resized to `new_len`,

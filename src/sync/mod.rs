@@ -7,7 +7,7 @@
 //!
 //! | operation | failback step | reads | writes |
 //! |---|---|---|---|
-//! | [`delta_sync`] | `delta` phase 1, recovery VM running | source, target (unless its digests are known) | blocks whose digests differ |
+//! | [`delta_sync`] | `delta` phase 1, recovery VM running | source, target (unless its digests are known) | blocks that differ |
 //! | [`copy_blocks`] | `delta` phase 2, recovery VM off | the blocks of a [`ChangeMap`] | those blocks |
 //! | [`full_sync`] | `full` mode, recovery VM off | source | every non-zero block |
 //! | [`verify_equal`], [`verify_against`] | gate before starting the primary VM | both sides / the target | nothing |
