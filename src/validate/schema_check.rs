@@ -68,13 +68,7 @@ pub fn check(instance: &Value, source: SourceOf<'_>) -> Vec<Diagnostic> {
     for error in validator.iter_errors(instance) {
         convert(&error, &ctx, &mut out);
     }
-    integral_floats(
-        instance,
-        &mut Vec::new(),
-        instance,
-        &compiled.schema,
-        &mut out,
-    );
+    out.extend(float_errors(instance, &compiled.schema));
     // An empty name breaks both its pattern and its minimum length: the
     // length error says more, and one error per value is enough.
     let lengths: Vec<Option<String>> = out
@@ -100,15 +94,14 @@ pub fn is_clean(instance: &Value) -> bool {
     if !validator.is_valid(instance) {
         return false;
     }
+    float_errors(instance, &compiled.schema).is_empty()
+}
+
+/// The whole-number floats of `instance` where the schema wants an integer.
+fn float_errors(instance: &Value, schema: &Value) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    integral_floats(
-        instance,
-        &mut Vec::new(),
-        instance,
-        &compiled.schema,
-        &mut out,
-    );
-    out.is_empty()
+    integral_floats(instance, &mut Vec::new(), instance, schema, &mut out);
+    out
 }
 
 fn is_length_error(d: &Diagnostic) -> bool {
