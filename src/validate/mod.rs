@@ -12,6 +12,7 @@ mod rules;
 mod schema_check;
 mod secrets;
 mod suggest;
+mod tags;
 pub mod yaml;
 
 use serde_json::Value;
@@ -133,6 +134,7 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
             pos,
         ));
     }
+    diagnostics.extend(tags::check(&root, &value));
     let line_of = |pointer: &str| root.lookup(pointer).map(|(node, _)| node.pos.line);
     let mut from_rules = rules::check(&value, &line_of);
     from_rules.extend(secrets.iter().map(|s| s.diagnostic()));
@@ -287,11 +289,14 @@ where
 /// straight into JSON without them: by the event walk of [`fast`] for the
 /// plain subset plans are written in, by serde-saphyr for anything else.
 /// Anything that is not perfectly clean (a parse error, a diagnostic of any
-/// severity, a secret) returns `None`, and the full check with positions
-/// runs instead and reports it.
+/// severity, a secret, a YAML tag) returns `None`, and the full check with
+/// positions runs instead and reports it.
 fn check_clean(text: &str) -> Option<Box<FailbackPlan>> {
     let value = match fast::to_value(text) {
         Some(value) => value,
+        // serde-saphyr's `Value` drops tags, which the full check reports
+        // (`tags`): text that may hold one is left to it.
+        None if text.contains('!') => return None,
         None => parse_as::<Value>(text).ok()?.ok()?,
     };
     if value.is_null() || value.get("kind").and_then(Value::as_str) != Some(KIND) {
