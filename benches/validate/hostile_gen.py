@@ -154,6 +154,9 @@ def cases():
     add("unknown-key-at-root", insert_after(plan, "kind: FailbackPlan", "kinds: x"))
     add("wrong-type-for-spec", replace_line(plan, "spec:\n  primary:", "spec: [primary]\nx:\n  primary:"))
     add("float-parallelism", insert_after(plan, "    site: azure", "  parallelism: 4.0"))
+    # Tags.
+    add("unknown-tag", replace_line(plan, "site: dc1", "site: !Ref dc1"))
+    add("binary-tag", replace_line(plan, "site: azure", "site: !!binary YXp1cmU="))
     add("non-finite-float", insert_after(plan, "  recovery:", "    vault: .nan"))
     # Old Mac line ends, and CRLF.
     unknown_host = plan.replace("host: hv-01", "host: hv-02")
