@@ -362,6 +362,19 @@ fn cases() -> Vec<Case> {
             Code::WrongType,
         )
         .at(13, 16),
+        // Tags: dropped by the parser, so reported.
+        Case::new(
+            "unknown-tag",
+            replace_line("site: dc1", "site: !Ref dc1"),
+            Code::UnknownTag,
+        )
+        .at(7, 16),
+        Case::new(
+            "binary-tag",
+            replace_line("site: azure", "site: !!binary YXp1cmU="),
+            Code::UnknownTag,
+        )
+        .at(12, 20),
         Case::new(
             "non-finite-float",
             insert_after("  recovery:", "    vault: .nan").0,

@@ -9,6 +9,7 @@ mod docs;
 mod examples;
 mod hostile;
 mod lab_cases;
+mod positions;
 mod reliability;
 mod schema;
 mod secrets;

@@ -2,7 +2,7 @@
 # Validation benchmark: `failback validate` against two JSON Schema
 # validators, jsonschema-cli (Rust) and ajv-cli (Node.js), on the same plan.
 #
-#   benches/validate/run.sh [--runs N] [--warmup N] [--no-doc] [--no-apt]
+#   benches/validate/run.sh [--runs N] [--warmup N] [--no-doc] [--no-apt] [--no-hostile]
 #
 # Builds failback in release, installs the peers under benches/validate/.tools
 # if missing (pinned versions), generates the data with gen.py, checks that
@@ -10,7 +10,10 @@
 # the "Validation" section of docs/performance.md (--no-doc: print only).
 # hyperfine and /usr/bin/time are installed with apt-get when missing and
 # this runs as root (--no-apt: never); without them the timing falls back to
-# a Python loop and wait4's rusage. See docs/performance.md.
+# a Python loop and wait4's rusage. Then hostile.sh checks each hostile
+# input of tests/hostile.rs against its bounds (1 s, 256 MiB, the right exit
+# code) and writes its table into the same section (--no-hostile: skip it).
+# See docs/performance.md.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,13 +32,15 @@ RUNS=10
 WARMUP=2
 UPDATE_DOC=1
 USE_APT=1
+HOSTILE=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --no-doc) UPDATE_DOC=0; shift ;;
     --no-apt) USE_APT=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-hostile) HOSTILE=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -199,3 +204,11 @@ if [[ $UPDATE_DOC == 1 ]]; then DOC_ARGS=(--doc "$DOC"); fi
 python3 "$HERE/bench.py" --cases "$OUT/cases.json" --versions "$OUT/versions.json" \
   --runs "$RUNS" --warmup "$WARMUP" --results "$OUT/results.json" --markdown "$OUT/results.md" \
   "${DOC_ARGS[@]}"
+
+# --- 5. hostile inputs -----------------------------------------------------------
+if [[ $HOSTILE == 1 ]]; then
+  step "hostile inputs (hostile.sh): exit codes, under 1 s and 256 MiB each"
+  HOSTILE_ARGS=(--bin "$FAILBACK" --markdown "$OUT/hostile.md")
+  if [[ $UPDATE_DOC == 1 ]]; then HOSTILE_ARGS+=(--doc "$DOC"); fi
+  "$HERE/hostile.sh" "${HOSTILE_ARGS[@]}"
+fi

@@ -60,6 +60,7 @@ codes! {
     MultipleDocuments = "FB0104", Error, "The file holds more than one YAML document; a plan is exactly one.";
     EmptyDocument = "FB0105", Error, "The file holds no YAML document (empty, or comments only).";
     ComplexKey = "FB0106", Error, "A mapping key is a mapping or a sequence; plan keys are plain strings.";
+    UnknownTag = "FB0107", Error, "A value carries a YAML tag (such as `!Ref` or `!!binary`) that a plan has no use for.";
     DuplicateHost = "FB0201", Error, "Two hosts have the same name.";
     UnknownHost = "FB0202", Error, "A VM names a host that is not declared under spec.primary.hosts.";
     UnknownVSwitch = "FB0203", Error, "A VM network names a vSwitch that its host does not have.";
@@ -80,6 +81,7 @@ codes! {
     EncryptionRetired = "FB0401", Warning, "`spec.encryption` is accepted but has no effect: Azure retired the data-encryption certificate in April 2022.";
     CompletionIgnored = "FB0402", Warning, "`completion` is set on a VM whose sync mode is `full`, where it has no effect.";
     AutoCommitWithoutVerify = "FB0403", Warning, "`commit: auto` without a `verify` check commits, and deletes the recovery copy, without any health check.";
+    RedundantTag = "FB0404", Warning, "A YAML core-schema tag (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!map`, `!!seq`) on a value of that type: it has no effect.";
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! report per file, and their renderings (human, JSON, GitHub annotations).
 
 mod codes;
+pub mod lines;
 pub mod render;
 
 use serde::Serialize;
@@ -58,6 +59,16 @@ impl Diagnostic {
         self.column = Some(column);
         self.span = Some((offset, len));
         self
+    }
+
+    /// Sets the line and column from the span's offset in `index`'s text:
+    /// the position every rendering shows (see [`lines`]).
+    pub fn place(&mut self, index: &lines::LineIndex) {
+        if let Some((offset, _)) = self.span {
+            let (line, column) = index.position(offset);
+            self.line = Some(line);
+            self.column = Some(column);
+        }
     }
 
     pub fn is_error(&self) -> bool {

@@ -105,26 +105,6 @@ fn lone_cr_as_lf(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8(fixed).unwrap_or_else(|_| text.to_owned()))
 }
 
-/// The starts of the lines after the first, for [`Source`].
-fn line_starts(text: &str) -> Vec<usize> {
-    let bytes = text.as_bytes();
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
-                starts.push(i + 2);
-                i += 2;
-                continue;
-            }
-            b'\r' | b'\n' => starts.push(i + 1),
-            _ => {}
-        }
-        i += 1;
-    }
-    starts
-}
-
 impl SourceCode for Source<'_> {
     fn read_span<'b>(
         &'b self,
@@ -225,7 +205,7 @@ pub fn human(report: &FileReport, style: HumanStyle) -> String {
         .with_context_lines(2);
     let mut out = String::new();
     let text = lone_cr_as_lf(&report.source);
-    let starts = line_starts(&text);
+    let starts = super::lines::line_starts(&text);
     for diag in &report.diagnostics {
         let snippet = diag
             .span

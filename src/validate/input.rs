@@ -130,17 +130,11 @@ fn wide_encoding(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The line and column just after `prefix`, counted as every report counts
+/// them (`diagnostics::lines`: a lone CR ends a line, a column is a character).
 fn line_column(prefix: &[u8]) -> (u32, u32) {
-    let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
-    let line_start = prefix
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |p| p + 1);
-    let column = String::from_utf8_lossy(&prefix[line_start..])
-        .chars()
-        .count()
-        + 1;
-    (clamp(line), clamp(column))
+    let text = String::from_utf8_lossy(prefix);
+    crate::diagnostics::lines::LineIndex::new(&text).position(text.len())
 }
 
 fn clamp(n: usize) -> u32 {
@@ -464,7 +458,8 @@ fn unclosed_bracket(text: &str) -> Option<(char, u32, u32)> {
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         column = column.saturating_add(1);
-        if c == '\n' {
+        // A lone CR ends a line too (`diagnostics::lines`).
+        if c == '\n' || (c == '\r' && chars.peek() != Some(&'\n')) {
             line = line.saturating_add(1);
             column = 0;
             comment = false;

@@ -12,10 +12,12 @@ mod rules;
 mod schema_check;
 mod secrets;
 mod suggest;
+mod tags;
 pub mod yaml;
 
 use serde_json::Value;
 
+use crate::diagnostics::lines::LineIndex;
 use crate::diagnostics::{Code, Diagnostic, FileReport};
 use crate::plan::{FailbackPlan, KIND};
 
@@ -43,7 +45,14 @@ pub enum Origin {
 
 /// Checks the bytes of one file named `path`.
 pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
-    let report = |source: String, diagnostics: Vec<Diagnostic>| {
+    // Every position is taken from the span in the text the report shows,
+    // as the human report takes it (`diagnostics::lines`): the parser's own
+    // line and column, and the decoder's, could count differently.
+    let report = |source: String, mut diagnostics: Vec<Diagnostic>| {
+        if diagnostics.iter().any(|d| d.span.is_some()) {
+            let index = LineIndex::new(&source);
+            diagnostics.iter_mut().for_each(|d| d.place(&index));
+        }
         Box::new(FileReport {
             path: path.to_owned(),
             source,
@@ -77,7 +86,7 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
     }
     let root = match parse(text) {
         Ok(mut root) => {
-            trim_spans(&mut root, text);
+            trim_spans(&mut root, text, &LineIndex::new(text));
             root
         }
         Err(diag) => {
@@ -125,6 +134,7 @@ pub fn check(path: &str, bytes: &[u8], origin: Origin) -> Checked {
             pos,
         ));
     }
+    diagnostics.extend(tags::check(&root, &value));
     let line_of = |pointer: &str| root.lookup(pointer).map(|(node, _)| node.pos.line);
     let mut from_rules = rules::check(&value, &line_of);
     from_rules.extend(secrets.iter().map(|s| s.diagnostic()));
@@ -202,17 +212,20 @@ fn position_of(root: &Node, pointer: &str, code: Code) -> Pos {
 /// Block scalars end where the next token starts, so the parser's span of
 /// one takes in the line break and the indentation after it. Trimmed, a
 /// label underlines only the value, and redacting a secret blanks nothing
-/// else.
-fn trim_spans(node: &mut Node, text: &str) {
+/// else. The line and column are taken from the span's offset, as every
+/// report counts them (`diagnostics::lines`): the parser does not count a
+/// lone CR as a line break.
+fn trim_spans(node: &mut Node, text: &str, index: &LineIndex) {
     let end = node.pos.offset.saturating_add(node.pos.len).min(text.len());
     if let Some(value) = text.get(node.pos.offset.min(end)..end) {
         node.pos.len = value.trim_end_matches([' ', '\t', '\r', '\n']).len();
     }
+    (node.pos.line, node.pos.column) = index.position(node.pos.offset);
     match &mut node.kind {
-        yaml::NodeKind::Seq(items) => items.iter_mut().for_each(|n| trim_spans(n, text)),
+        yaml::NodeKind::Seq(items) => items.iter_mut().for_each(|n| trim_spans(n, text, index)),
         yaml::NodeKind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
-            trim_spans(k, text);
-            trim_spans(v, text);
+            trim_spans(k, text, index);
+            trim_spans(v, text, index);
         }),
         _ => {}
     }
@@ -276,11 +289,14 @@ where
 /// straight into JSON without them: by the event walk of [`fast`] for the
 /// plain subset plans are written in, by serde-saphyr for anything else.
 /// Anything that is not perfectly clean (a parse error, a diagnostic of any
-/// severity, a secret) returns `None`, and the full check with positions
-/// runs instead and reports it.
+/// severity, a secret, a YAML tag) returns `None`, and the full check with
+/// positions runs instead and reports it.
 fn check_clean(text: &str) -> Option<Box<FailbackPlan>> {
     let value = match fast::to_value(text) {
         Some(value) => value,
+        // serde-saphyr's `Value` drops tags, which the full check reports
+        // (`tags`): text that may hold one is left to it.
+        None if text.contains('!') => return None,
         None => parse_as::<Value>(text).ok()?.ok()?,
     };
     if value.is_null() || value.get("kind").and_then(Value::as_str) != Some(KIND) {

@@ -223,11 +223,30 @@ pub fn redact_text(text: &str) -> String {
     into_text(bytes)
 }
 
+/// Blanks a line of a secret with `*`, byte for byte, so that every span
+/// keeps its offset. A multi-byte character becomes one masking character
+/// of the same length (`·`, `∗`, `𝟎`), not one `*` per byte: columns count
+/// characters, and the human report's must stay those of the file.
 fn blank(bytes: &mut [u8]) {
-    for b in bytes {
-        if !b.is_ascii_whitespace() {
-            *b = b'*';
+    const MASKS: [&[u8]; 3] = ["·".as_bytes(), "∗".as_bytes(), "𝟎".as_bytes()];
+    let mut i = 0;
+    while i < bytes.len() {
+        let width: usize = match bytes[i] {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        let mask = MASKS.get(width.wrapping_sub(2)).copied();
+        match (bytes.get_mut(i..i + width), mask) {
+            (Some(char_bytes), Some(mask)) if width > 1 => char_bytes.copy_from_slice(mask),
+            _ => {
+                if !bytes[i].is_ascii_whitespace() {
+                    bytes[i] = b'*';
+                }
+            }
         }
+        i += width.min(bytes.len() - i).max(1);
     }
 }
 

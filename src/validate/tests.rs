@@ -118,3 +118,30 @@ fn clean_path_shortcuts_agree_with_the_full_checks() {
     }
     assert!(checked > 30, "{checked}");
 }
+
+#[test]
+fn tags_are_reported_on_the_fast_path_and_off_it() {
+    // Plain text otherwise: the fast path sees the tag and hands over.
+    let src = MINIMAL.replace("site: dc1", "site: !Ref dc1");
+    assert!(check_clean(&src).is_none());
+    let d = diags(&src);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].code, Code::UnknownTag);
+    assert_eq!((d[0].line, d[0].column), (Some(7), Some(16)));
+    assert!(d[0].message.contains("`!Ref`"), "{}", d[0].message);
+    // An anchor sends the clean check to serde-saphyr, whose `Value` drops
+    // tags: a tag there must still reach the full check.
+    let src = MINIMAL
+        .replace("vswitches: [Production]", "vswitches: &sw [Production]")
+        .replace("site: azure", "site: !!str azure");
+    assert!(check_clean(&src).is_none());
+    let d = diags(&src);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].code, Code::RedundantTag);
+    assert_eq!((d[0].line, d[0].column), (Some(12), Some(17)));
+    // An exclamation mark in a string is no tag: still clean, on both paths.
+    let src = MINIMAL.replace("name: quick", "name: quick\n  description: \"go!\"");
+    assert!(check_clean(&src).is_some());
+    let src = src.replace("vswitches: [Production]", "vswitches: &sw [Production]");
+    assert!(diags(&src).is_empty());
+}

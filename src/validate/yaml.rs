@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
+use serde_saphyr::{Spanned, Tagged};
 
 /// Where a node starts in the source: 1-based line and column, byte range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,6 +25,10 @@ pub struct Pos {
 pub struct Node {
     pub pos: Pos,
     pub kind: NodeKind,
+    /// The node's tag as the parser resolved it (`!!str` is
+    /// `tag:yaml.org,2002:str`, a local `!Ref` stays `!Ref`); `None` when
+    /// the node has none. The value itself is read as if it had none.
+    pub tag: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -41,7 +45,8 @@ pub enum NodeKind {
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<NodeKind>::deserialize(d)?;
+        let s = Spanned::<Tagged<NodeKind>>::deserialize(d)?;
+        let Tagged(kind, tag) = s.value;
         let loc = s.referenced;
         let span = loc.span();
         Ok(Node {
@@ -57,7 +62,8 @@ impl<'de> Deserialize<'de> for Node {
                     .and_then(|o| usize::try_from(o).ok())
                     .unwrap_or(0),
             },
-            kind: s.value,
+            kind,
+            tag,
         })
     }
 }
@@ -92,6 +98,9 @@ impl<'de> Visitor<'de> for KindVisitor {
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<NodeKind, E> {
         Ok(NodeKind::Str(v))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<NodeKind, E> {
+        Ok(NodeKind::Str(String::from_utf8_lossy(v).into_owned()))
     }
     fn visit_unit<E: de::Error>(self) -> Result<NodeKind, E> {
         Ok(NodeKind::Null)
