@@ -12,4 +12,5 @@ mod lab_cases;
 mod reliability;
 mod schema;
 mod secrets;
+mod support;
 mod validate;
