@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::support::{Case, Provider, VAULT, disk_bytes, http, stderr, stdout};
+use crate::support::{Case, Emulator, Provider, VAULT, disk_bytes, http, stderr, stdout};
 
 /// The shared plan with its vault in `spec.recovery.vault`.
 fn plan() -> String {
@@ -192,6 +192,56 @@ fn killed_in_the_middle_of_a_job_the_next_apply_reattaches_to_it() {
             "one planned failover per VM: {calls}"
         );
     }
+    case.assert_converged();
+    case.assert_no_unverified_boot();
+}
+
+#[test]
+fn an_emulator_restarted_in_the_middle_of_a_job_loses_no_byte() {
+    // The emulator keeps its jobs in memory: restarted, it shows a VM caught
+    // half-way with a failed job that allows Restart, and the next apply
+    // goes on from there.
+    let case = Case::on(
+        Provider::Azure,
+        &plan().replace("    commit: auto\n", "    commit: never\n"),
+    );
+    case.init(&["--latency", "300"]);
+    let first = Emulator::start(&case.lab_dir());
+    let mut apply = case
+        .azure_at(&first.url, &["apply", case.plan_path()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the job has started to change the world.
+    while case.vm("db-01")["state"] == "running-in-recovery" {
+        assert!(
+            apply.try_wait().unwrap().is_none(),
+            "apply ended before starting a job"
+        );
+    }
+    drop(first);
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+
+    let out = case.apply(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for vm in ["db-01", "app-01", "app-02"] {
+        assert_eq!(case.vm(vm)["state"], "commit-pending");
+        case.assert_primary_holds_recovery_bytes(vm);
+    }
+    let calls = case.emulator().calls();
+    assert_eq!(calls["restart"]["db-01"], 1, "restarted: {calls}");
+    assert!(
+        calls["plannedFailover"].get("db-01").is_none(),
+        "not started again: {calls}"
+    );
     case.assert_converged();
     case.assert_no_unverified_boot();
 }
