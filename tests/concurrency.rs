@@ -121,11 +121,7 @@ fn fifty_applies_at_once_one_acts_the_others_exit_75_naming_it() {
         .count();
     assert_eq!(runs, 1, "one run-started in the journal");
     assert!(journal.iter().any(|e| e["event"] == "step-started"));
-    let events: Vec<Value> = std::fs::read_to_string(case.lab_dir().join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = case.events();
     let power_ons = events.iter().filter(|e| e["event"] == "power-on").count();
     assert_eq!(power_ons, 3, "one power-on per VM");
     check_events(&events, "fifty applies");
@@ -192,11 +188,8 @@ fn after_kill_9_of_the_owner_the_next_apply_takes_over_at_once() {
     let out = next.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     case.assert_converged_as("after kill -9");
-    let events: Vec<Value> = std::fs::read_to_string(case.lab_dir().join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = case.events();
+    assert!(!events.is_empty(), "the lab logged nothing");
     check_events(&events, "after kill -9");
     println!("concurrency: after kill -9, the next apply held the lock {took_over:?} later");
 }
