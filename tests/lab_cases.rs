@@ -29,7 +29,11 @@ macro_rules! on_both_providers {
     };
 }
 
-on_both_providers!(whole_failback: a_whole_failback_converges_and_a_second_run_changes_nothing, a_whole_failback_converges_and_a_second_run_changes_nothing_through_the_emulator);
+on_both_providers!(
+    whole_failback:
+    a_whole_failback_converges_and_a_second_run_changes_nothing,
+    a_whole_failback_converges_and_a_second_run_changes_nothing_through_the_emulator
+);
 
 fn whole_failback(provider: Provider) {
     let case = Case::on(provider, PLAN);
@@ -81,7 +85,11 @@ fn apply_creates_the_lab_when_there_is_none() {
     case.assert_converged();
 }
 
-on_both_providers!(gates: gates_wait_for_approval, gates_wait_for_approval_through_the_emulator);
+on_both_providers!(
+    gates:
+    gates_wait_for_approval,
+    gates_wait_for_approval_through_the_emulator
+);
 
 fn gates(provider: Provider) {
     let plan = PLAN.replace(
@@ -119,7 +127,11 @@ fn gates(provider: Provider) {
     case.assert_converged();
 }
 
-on_both_providers!(delta_with_guest_writes: delta_with_concurrent_guest_writes_loses_nothing, delta_with_concurrent_guest_writes_loses_nothing_through_the_emulator);
+on_both_providers!(
+    delta_with_guest_writes:
+    delta_with_concurrent_guest_writes_loses_nothing,
+    delta_with_concurrent_guest_writes_loses_nothing_through_the_emulator
+);
 
 fn delta_with_guest_writes(provider: Provider) {
     let plan = PLAN.replace("    commit: auto\n", "    commit: never\n");
@@ -164,7 +176,11 @@ fn lab_write_is_refused_when_the_vm_is_not_running_in_recovery() {
     assert_eq!(code(&out), Some(1), "{}", stderr(&out));
 }
 
-on_both_providers!(disconnected_site: a_disconnected_site_blocks_and_reconnecting_resumes, a_disconnected_site_blocks_and_reconnecting_resumes_through_the_emulator);
+on_both_providers!(
+    disconnected_site:
+    a_disconnected_site_blocks_and_reconnecting_resumes,
+    a_disconnected_site_blocks_and_reconnecting_resumes_through_the_emulator
+);
 
 fn disconnected_site(provider: Provider) {
     let case = Case::on(provider, PLAN);
@@ -187,7 +203,11 @@ fn disconnected_site(provider: Provider) {
     case.assert_converged();
 }
 
-on_both_providers!(missing_vswitch: a_missing_vswitch_blocks_before_anything_changes, a_missing_vswitch_blocks_before_anything_changes_through_the_emulator);
+on_both_providers!(
+    missing_vswitch:
+    a_missing_vswitch_blocks_before_anything_changes,
+    a_missing_vswitch_blocks_before_anything_changes_through_the_emulator
+);
 
 /// Through Azure the vSwitches come from the `--hyperv-inventory` file the
 /// case exports from the lab's hosts before each command (Site Recovery does
@@ -215,7 +235,11 @@ fn missing_vswitch(provider: Provider) {
     case.assert_converged();
 }
 
-on_both_providers!(stuck_shutdown: a_stuck_shutdown_stops_with_the_recovery_vm_intact, a_stuck_shutdown_stops_with_the_recovery_vm_intact_through_the_emulator);
+on_both_providers!(
+    stuck_shutdown:
+    a_stuck_shutdown_stops_with_the_recovery_vm_intact,
+    a_stuck_shutdown_stops_with_the_recovery_vm_intact_through_the_emulator
+);
 
 fn stuck_shutdown(provider: Provider) {
     let case = Case::on(provider, PLAN);
@@ -251,7 +275,11 @@ fn stuck_shutdown(provider: Provider) {
     case.assert_no_unverified_boot();
 }
 
-on_both_providers!(alternate_location: alternate_location_creates_the_vm_and_a_missing_vm_needs_it, alternate_location_creates_the_vm_and_a_missing_vm_needs_it_through_the_emulator);
+on_both_providers!(
+    alternate_location:
+    alternate_location_creates_the_vm_and_a_missing_vm_needs_it,
+    alternate_location_creates_the_vm_and_a_missing_vm_needs_it_through_the_emulator
+);
 
 fn alternate_location(provider: Provider) {
     let case = Case::on(provider, PLAN);
@@ -344,7 +372,11 @@ fn killed_during_a_sync_the_same_command_converges() {
     }
 }
 
-on_both_providers!(concurrent_applies: two_concurrent_applies_one_acts_the_other_exits_75, two_concurrent_applies_one_acts_the_other_exits_75_through_the_emulator);
+on_both_providers!(
+    concurrent_applies:
+    two_concurrent_applies_one_acts_the_other_exits_75,
+    two_concurrent_applies_one_acts_the_other_exits_75_through_the_emulator
+);
 
 fn concurrent_applies(provider: Provider) {
     let case = Case::on(provider, PLAN);
