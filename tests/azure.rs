@@ -3,311 +3,41 @@
 //! against it, compared with the same plan on the lab provider. Loopback
 //! only; the token is `FAILBACK_AZURE_TOKEN=test`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
-const VAULT: &str =
-    "/subscriptions/0000/resourceGroups/rg-dr/providers/Microsoft.RecoveryServices/vaults/vault-1";
+use crate::support::{Case, Emulator, Provider, VAULT, disk_bytes, http, stderr, stdout};
 
-const PLAN: &str = "\
-apiVersion: failback/v1
-kind: FailbackPlan
-metadata:
-  name: azure-case
-spec:
-  primary:
-    site: dc1
-    hosts:
-      - name: hv-01
-        vswitches: [Production, Backup]
-      - name: hv-02
-        vswitches: [Production]
-  recovery:
-    site: azure
-    vault: /subscriptions/0000/resourceGroups/rg-dr/providers/Microsoft.RecoveryServices/vaults/vault-1
-  defaults:
-    commit: auto
-  groups:
-    - name: data
-      vms:
-        - name: db-01
-          host: hv-01
-          networks: [{ vswitch: Backup }]
-          verify: { command: [\"true\"], timeout: 10s }
-    - name: app
-      vms:
-        - name: app-01
-          host: hv-02
-          networks: [{ vswitch: Production }]
-          verify: { command: [\"true\"], timeout: 10s }
-        - name: app-02
-          host: hv-02
-          sync: full
-          verify: { command: [\"true\"], timeout: 10s }
-";
-
-fn failback() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_failback"));
-    c.env_remove("FAILBACK_PROVIDER")
-        .env_remove("FAILBACK_AZURE_VAULT")
-        .env_remove("FAILBACK_ARM_ENDPOINT")
-        .env_remove("FAILBACK_AZURE_API_VERSION")
-        .env_remove("FAILBACK_HYPERV_INVENTORY")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    c
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `failback lab serve` on 127.0.0.1:0; killed on drop.
-struct Emulator {
-    child: Child,
-    url: String,
-}
-
-impl Emulator {
-    fn start(lab: &Path) -> Emulator {
-        let mut child = failback()
-            .args([
-                "lab",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--retry-after",
-                "0",
-                "--lab",
-            ])
-            .arg(lab)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-        Emulator { child, url }
-    }
-
-    /// Action requests the emulator received: operation -> VM -> count.
-    fn calls(&self) -> Value {
-        let (status, body) = http(&self.url, "GET", "/_emulator/calls", None, None);
-        assert_eq!(status, 200);
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A plain HTTP/1.1 request to the emulator (loopback only).
-fn http(
-    base: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let addr = base.strip_prefix("http://").unwrap();
-    assert!(addr.starts_with("127.0.0.1:"));
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let body = body.unwrap_or("");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
-
-/// A plan, a lab and a state directory in a temporary folder.
-struct Case {
-    dir: tempfile::TempDir,
-    plan: PathBuf,
-}
-
-impl Case {
-    fn new(plan: &str) -> Case {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plan.yaml");
-        std::fs::write(&path, plan).unwrap();
-        Case { dir, plan: path }
-    }
-
-    fn lab(&self) -> PathBuf {
-        self.dir.path().join("lab")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = failback();
-        c.args(args)
-            .arg("--lab")
-            .arg(self.lab())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"));
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn plan(&self) -> &str {
-        self.plan.to_str().unwrap()
-    }
-
-    fn init(&self, extra: &[&str]) {
-        let mut args = vec!["lab", "init", self.plan(), "--disk-size", "1MiB"];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        assert!(out.status.success(), "lab init: {}", stderr(&out));
-    }
-
-    /// A command against the emulator at `url`, with the Azure provider.
-    fn azure(&self, url: &str, args: &[&str]) -> Command {
-        let mut c = self.cmd(args);
-        c.args(["--provider", "azure", "--arm-endpoint", url])
-            .env("FAILBACK_AZURE_TOKEN", "test");
-        c
-    }
-
-    fn show(&self) -> Value {
-        let out = self.run(&["lab", "show", "--format", "json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn vm(&self, name: &str) -> Value {
-        self.show()["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap()
-            .clone()
-    }
-
-    /// `Get-VMSwitch | Select Name, ComputerName | ConvertTo-Json`, as an
-    /// administrator would export it from the lab's hosts.
-    fn export_inventory(&self) -> PathBuf {
-        let world = self.show();
-        let mut switches = Vec::new();
-        for host in world["primary"]["hosts"].as_array().unwrap() {
-            for s in host["vswitches"].as_array().unwrap() {
-                switches.push(serde_json::json!({ "Name": s, "ComputerName": host["name"].as_str().unwrap().to_uppercase() }));
-            }
-        }
-        let path = self.dir.path().join("inventory.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&switches).unwrap()).unwrap();
-        path
-    }
-
-    fn assert_converged(&self, url: &str) {
-        let out = self
-            .azure(
-                url,
-                &[
-                    "plan",
-                    self.plan(),
-                    "--detailed-exitcode",
-                    "--format",
-                    "json",
-                ],
-            )
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "plan is not empty: {}\n{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(json["converged"], true);
-    }
-
-    /// Every power-on in the lab's log follows a verification of each disk.
-    fn assert_no_unverified_boot(&self) {
-        let log = std::fs::read_to_string(self.lab().join("events.jsonl")).unwrap_or_default();
-        let mut verified = std::collections::HashSet::new();
-        for line in log.lines() {
-            let e: Value = serde_json::from_str(line).unwrap();
-            let vm = e["vm"].as_str().unwrap_or_default().to_owned();
-            match e["event"].as_str() {
-                Some("verified") => {
-                    assert_eq!(e["shutdownDigest"], e["primaryDigest"]);
-                    verified.insert((vm, e["disk"].as_str().unwrap_or_default().to_owned()));
-                }
-                Some("power-on") => {
-                    for disk in e["disks"].as_array().unwrap() {
-                        assert!(
-                            verified.contains(&(vm.clone(), disk.as_str().unwrap().to_owned()))
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// The bytes of each disk of `holder["disks"]`.
-fn disk_bytes(holder: &Value) -> Vec<Vec<u8>> {
-    holder["disks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| std::fs::read(d["path"].as_str().unwrap()).unwrap())
-        .collect()
+/// The shared plan with its vault in `spec.recovery.vault`.
+fn plan() -> String {
+    crate::support::PLAN
+        .replace("name: case\n", "name: azure-case\n")
+        .replace(
+            "    site: azure\n",
+            &format!("    site: azure\n    vault: {VAULT}\n"),
+        )
 }
 
 #[test]
 fn a_multi_group_plan_converges_through_the_emulator_as_on_the_lab() {
     // The same world twice: one failed back by the lab provider, one by the
     // Azure provider through the emulator.
-    let lab = Case::new(PLAN);
+    let lab = Case::new(&plan());
     lab.init(&["--seed", "7"]);
-    let out = lab.run(&["apply", lab.plan()]);
+    let out = lab.run(&["apply", lab.plan_path()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    let azure = Case::new(PLAN);
+    let azure = Case::on(Provider::Azure, &plan());
     azure.init(&["--seed", "7"]);
     let inventory = azure.export_inventory();
-    let emulator = Emulator::start(&azure.lab());
+    let emulator = azure.emulator();
     let out = azure
-        .azure(
+        .azure_at(
             &emulator.url,
             &[
                 "apply",
-                azure.plan(),
+                azure.plan_path(),
                 &format!("--hyperv-inventory={}", inventory.display()),
             ],
         )
@@ -362,7 +92,10 @@ fn a_multi_group_plan_converges_through_the_emulator_as_on_the_lab() {
 
     // A second apply takes no step; the plan is empty.
     let again = azure
-        .azure(&emulator.url, &["apply", azure.plan(), "--format", "json"])
+        .azure_at(
+            &emulator.url,
+            &["apply", azure.plan_path(), "--format", "json"],
+        )
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
@@ -371,14 +104,14 @@ fn a_multi_group_plan_converges_through_the_emulator_as_on_the_lab() {
         "{}",
         stdout(&again)
     );
-    azure.assert_converged(&emulator.url);
+    azure.assert_converged();
     azure.assert_no_unverified_boot();
     assert_eq!(emulator.calls(), calls, "nothing was sent again");
 }
 
 #[test]
 fn without_an_inventory_the_vswitch_check_is_reported_not_made() {
-    let case = Case::new(PLAN);
+    let case = Case::on(Provider::Azure, &plan());
     case.init(&[]);
     assert_eq!(
         case.run(&["lab", "fault", "remove-vswitch", "hv-01", "Backup"])
@@ -386,10 +119,10 @@ fn without_an_inventory_the_vswitch_check_is_reported_not_made() {
             .code(),
         Some(0)
     );
-    let emulator = Emulator::start(&case.lab());
+    let emulator = case.emulator();
     // Azure cannot see vSwitches: a warning, never a silent pass.
     let out = case
-        .azure(&emulator.url, &["plan", case.plan()])
+        .azure_at(&emulator.url, &["plan", case.plan_path()])
         .output()
         .unwrap();
     assert!(
@@ -400,11 +133,11 @@ fn without_an_inventory_the_vswitch_check_is_reported_not_made() {
     // With an inventory exported from the hosts, the missing vSwitch blocks.
     let inventory = case.export_inventory();
     let out = case
-        .azure(
+        .azure_at(
             &emulator.url,
             &[
                 "apply",
-                case.plan(),
+                case.plan_path(),
                 &format!("--hyperv-inventory={}", inventory.display()),
             ],
         )
@@ -421,11 +154,11 @@ fn without_an_inventory_the_vswitch_check_is_reported_not_made() {
 
 #[test]
 fn killed_in_the_middle_of_a_job_the_next_apply_reattaches_to_it() {
-    let case = Case::new(PLAN);
+    let case = Case::on(Provider::Azure, &plan());
     case.init(&["--latency", "500"]);
-    let emulator = Emulator::start(&case.lab());
+    let emulator = case.emulator();
     let mut apply = case
-        .azure(&emulator.url, &["apply", case.plan()])
+        .azure_at(&emulator.url, &["apply", case.plan_path()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -447,7 +180,7 @@ fn killed_in_the_middle_of_a_job_the_next_apply_reattaches_to_it() {
     assert_ne!(item_state, "protected", "killed mid-run");
 
     let out = case
-        .azure(&emulator.url, &["apply", case.plan(), "-v"])
+        .azure_at(&emulator.url, &["apply", case.plan_path(), "-v"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -459,18 +192,68 @@ fn killed_in_the_middle_of_a_job_the_next_apply_reattaches_to_it() {
             "one planned failover per VM: {calls}"
         );
     }
-    case.assert_converged(&emulator.url);
+    case.assert_converged();
+    case.assert_no_unverified_boot();
+}
+
+#[test]
+fn an_emulator_restarted_in_the_middle_of_a_job_loses_no_byte() {
+    // The emulator keeps its jobs in memory: restarted, it shows a VM caught
+    // half-way with a failed job that allows Restart, and the next apply
+    // goes on from there.
+    let case = Case::on(
+        Provider::Azure,
+        &plan().replace("    commit: auto\n", "    commit: never\n"),
+    );
+    case.init(&["--latency", "300"]);
+    let first = Emulator::start(&case.lab_dir());
+    let mut apply = case
+        .azure_at(&first.url, &["apply", case.plan_path()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the job has started to change the world.
+    while case.vm("db-01")["state"] == "running-in-recovery" {
+        assert!(
+            apply.try_wait().unwrap().is_none(),
+            "apply ended before starting a job"
+        );
+    }
+    drop(first);
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+
+    let out = case.apply(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for vm in ["db-01", "app-01", "app-02"] {
+        assert_eq!(case.vm(vm)["state"], "commit-pending");
+        case.assert_primary_holds_recovery_bytes(vm);
+    }
+    let calls = case.emulator().calls();
+    assert_eq!(calls["restart"]["db-01"], 1, "restarted: {calls}");
+    assert!(
+        calls["plannedFailover"].get("db-01").is_none(),
+        "not started again: {calls}"
+    );
+    case.assert_converged();
     case.assert_no_unverified_boot();
 }
 
 #[test]
 fn killed_at_step_boundaries_the_same_command_converges_without_a_second_job() {
     for n in [2, 4, 7] {
-        let case = Case::new(PLAN);
+        let case = Case::on(Provider::Azure, &plan());
         case.init(&[]);
-        let emulator = Emulator::start(&case.lab());
+        let emulator = case.emulator();
         let out = case
-            .azure(&emulator.url, &["apply", case.plan()])
+            .azure_at(&emulator.url, &["apply", case.plan_path()])
             .env("FAILBACK_TEST_ABORT_AT_STEP", n.to_string())
             .output()
             .unwrap();
@@ -481,7 +264,7 @@ fn killed_at_step_boundaries_the_same_command_converges_without_a_second_job() {
             stderr(&out)
         );
         let again = case
-            .azure(&emulator.url, &["apply", case.plan()])
+            .azure_at(&emulator.url, &["apply", case.plan_path()])
             .output()
             .unwrap();
         assert_eq!(
@@ -494,15 +277,15 @@ fn killed_at_step_boundaries_the_same_command_converges_without_a_second_job() {
         for vm in ["db-01", "app-01", "app-02"] {
             assert_eq!(calls["plannedFailover"][vm], 1, "step {n}: {calls}");
         }
-        case.assert_converged(&emulator.url);
+        case.assert_converged();
     }
 }
 
 #[test]
 fn a_rejected_request_and_a_failed_job_give_the_documented_messages() {
-    let case = Case::new(PLAN);
+    let case = Case::on(Provider::Azure, &plan());
     case.init(&[]);
-    let emulator = Emulator::start(&case.lab());
+    let emulator = case.emulator();
 
     // No token: 401.
     let items = format!("{VAULT}/replicationProtectedItems?api-version=2025-08-01");
@@ -545,9 +328,9 @@ fn a_rejected_request_and_a_failed_job_give_the_documented_messages() {
 
     // A 400 through the provider: the code, message and what to do.
     let out = case
-        .azure(
+        .azure_at(
             &emulator.url,
-            &["apply", case.plan(), "--api-version", "2015-01-01"],
+            &["apply", case.plan_path(), "--api-version", "2015-01-01"],
         )
         .output()
         .unwrap();
@@ -567,7 +350,7 @@ fn a_rejected_request_and_a_failed_job_give_the_documented_messages() {
         Some(0)
     );
     let out = case
-        .azure(&emulator.url, &["apply", case.plan()])
+        .azure_at(&emulator.url, &["apply", case.plan_path()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -584,7 +367,7 @@ fn a_rejected_request_and_a_failed_job_give_the_documented_messages() {
 
     assert_eq!(case.run(&["lab", "fault", "clear"]).status.code(), Some(0));
     let out = case
-        .azure(&emulator.url, &["apply", case.plan()])
+        .azure_at(&emulator.url, &["apply", case.plan_path()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -597,15 +380,18 @@ fn a_rejected_request_and_a_failed_job_give_the_documented_messages() {
         calls["plannedFailover"]["db-01"], 1,
         "not started twice: {calls}"
     );
-    case.assert_converged(&emulator.url);
+    case.assert_converged();
     case.assert_no_unverified_boot();
 }
 
 #[test]
 fn a_vault_is_required_and_must_agree_with_the_plan() {
-    let case = Case::new(&PLAN.replace(&format!("    vault: {VAULT}\n"), ""));
+    let case = Case::on(
+        Provider::Azure,
+        &plan().replace(&format!("    vault: {VAULT}\n"), ""),
+    );
     let out = case
-        .azure("http://127.0.0.1:9", &["plan", case.plan()])
+        .azure_at("http://127.0.0.1:9", &["plan", case.plan_path()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
@@ -615,9 +401,9 @@ fn a_vault_is_required_and_must_agree_with_the_plan() {
         stderr(&out)
     );
 
-    let case = Case::new(PLAN);
+    let case = Case::on(Provider::Azure, &plan());
     let out = case
-        .azure("http://127.0.0.1:9", &["plan", case.plan()])
+        .azure_at("http://127.0.0.1:9", &["plan", case.plan_path()])
         .env("FAILBACK_AZURE_VAULT", VAULT.replace("vault-1", "vault-2"))
         .output()
         .unwrap();
@@ -625,7 +411,7 @@ fn a_vault_is_required_and_must_agree_with_the_plan() {
     assert!(stderr(&out).contains("make them agree"), "{}", stderr(&out));
 
     let out = case
-        .azure("http://10.0.0.1:80", &["plan", case.plan()])
+        .azure_at("http://10.0.0.1:80", &["plan", case.plan_path()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::reliability::{Case, Variant, check_events, stderr, stdout};
+use crate::reliability::{Variant, check_events};
+use crate::support::{Case, stderr, stdout};
 
 const RACERS: usize = 50;
 
@@ -120,15 +121,11 @@ fn fifty_applies_at_once_one_acts_the_others_exit_75_naming_it() {
         .count();
     assert_eq!(runs, 1, "one run-started in the journal");
     assert!(journal.iter().any(|e| e["event"] == "step-started"));
-    let events: Vec<Value> = std::fs::read_to_string(case.lab_dir().join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = case.events();
     let power_ons = events.iter().filter(|e| e["event"] == "power-on").count();
     assert_eq!(power_ons, 3, "one power-on per VM");
     check_events(&events, "fifty applies");
-    case.assert_converged("fifty applies");
+    case.assert_converged_as("fifty applies");
     let owner_ran = owner_end.duration_since(started);
     println!(
         "concurrency: {RACERS} applies spawned in {spawned:?}; the owner ran {owner_ran:?}; \
@@ -190,12 +187,9 @@ fn after_kill_9_of_the_owner_the_next_apply_takes_over_at_once() {
     let took_over = killed_at.elapsed();
     let out = next.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    case.assert_converged("after kill -9");
-    let events: Vec<Value> = std::fs::read_to_string(case.lab_dir().join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    case.assert_converged_as("after kill -9");
+    let events = case.events();
+    assert!(!events.is_empty(), "the lab logged nothing");
     check_events(&events, "after kill -9");
     println!("concurrency: after kill -9, the next apply held the lock {took_over:?} later");
 }

@@ -13,4 +13,5 @@ mod positions;
 mod reliability;
 mod schema;
 mod secrets;
+mod support;
 mod validate;

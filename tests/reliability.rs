@@ -31,133 +31,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-/// Every test hook and setting a child process could inherit from the
-/// environment of the test run; each command starts without them.
-const INHERITED: [&str; 15] = [
-    "FAILBACK_PROVIDER",
-    "FAILBACK_LAB",
-    "FAILBACK_STATE_DIR",
-    "RUST_LOG",
-    "FAILBACK_TEST_ABORT_AT_STEP",
-    "FAILBACK_TEST_ABORT_AT_SYNC_BYTES",
-    "FAILBACK_TEST_ABORT_AT_WORLD_WRITE",
-    "FAILBACK_TEST_FAIL_WORLD_WRITE",
-    "FAILBACK_TEST_FAIL_WORLD_FSYNC",
-    "FAILBACK_TEST_FAIL_DISK_WRITE",
-    "FAILBACK_TEST_FAIL_DISK_FSYNC",
-    "FAILBACK_TEST_LOSE_REPLY",
-    "NO_COLOR",
-    "FAILBACK_RELIABILITY_SEED",
-    "FAILBACK_RELIABILITY_RUNS",
-];
-
-/// A lab and a state directory in a temporary folder, with one plan (the
-/// pattern of `lab_cases::Case`, shared by the reliability, secrets and
-/// concurrency modules).
-pub(crate) struct Case {
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) plan: PathBuf,
-}
-
-impl Case {
-    pub(crate) fn new(plan: &str) -> Case {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plan.yaml");
-        std::fs::write(&path, plan).unwrap();
-        Case { dir, plan: path }
-    }
-
-    pub(crate) fn lab_dir(&self) -> PathBuf {
-        self.dir.path().join("lab")
-    }
-
-    pub(crate) fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_failback"));
-        c.args(args)
-            .arg("--lab")
-            .arg(self.lab_dir())
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .stdin(Stdio::null());
-        for var in INHERITED {
-            c.env_remove(var);
-        }
-        c
-    }
-
-    pub(crate) fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    pub(crate) fn plan_path(&self) -> &str {
-        self.plan.to_str().unwrap()
-    }
-
-    pub(crate) fn init(&self, extra: &[&str]) {
-        let mut args = vec!["lab", "init", self.plan_path(), "--disk-size", "1MiB"];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        assert!(out.status.success(), "lab init: {}", stderr(&out));
-    }
-
-    pub(crate) fn apply_with(&self, env: &[(&str, String)]) -> Output {
-        let mut c = self.cmd(&["apply", self.plan_path()]);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    }
-
-    pub(crate) fn show(&self) -> Value {
-        let out = self.run(&["lab", "show", "--format", "json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// `plan --detailed-exitcode` must say: nothing to do.
-    pub(crate) fn assert_converged(&self, context: &str) {
-        let out = self.run(&[
-            "plan",
-            self.plan_path(),
-            "--detailed-exitcode",
-            "--format",
-            "json",
-        ]);
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{context}: plan is not empty: {json:#}\n{}",
-            stderr(&out)
-        );
-        assert_eq!(json["converged"], true, "{context}");
-    }
-
-    fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.lab_dir().join("events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-pub(crate) fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-pub(crate) fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::{Case, stderr, stdout};
 
 // ------------------------------------------------------------------ the plans
 
@@ -398,7 +276,7 @@ fn assert_world_intact(case: &Case, context: &str) {
 
 /// Every promise of the battery, on a converged case.
 fn check_promises(case: &Case, s: &Scenario, initial: &Disks, context: &str) {
-    case.assert_converged(context);
+    case.assert_converged_as(context);
     let world = case.show();
     for vm in world["vms"].as_array().unwrap() {
         assert_eq!(vm["state"], s.variant.end_state(), "{context}: {vm:#}");

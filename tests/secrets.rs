@@ -16,7 +16,7 @@ use std::process::Output;
 
 use rand::Rng;
 
-use crate::reliability::{Case, stderr};
+use crate::support::{Case, stderr};
 
 /// A random canary shaped like a DER certificate in base64 (`MII...`), so
 /// that the validator's secret detection sees it wherever it is pasted.
