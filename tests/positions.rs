@@ -10,8 +10,6 @@
 //! any is open, `fuzz/regressions/positions/`), and checks by hand one case
 //! of each kind it found: a lone CR, invalid UTF-8, a line of tabs.
 
-use std::path::{Path, PathBuf};
-
 use failback::diagnostics::render::{self, HumanStyle};
 use failback::diagnostics::{Code, FileReport};
 use failback::validate::{self, Checked, Origin};
@@ -110,23 +108,10 @@ fn position(bytes: &[u8], code: Code) -> (u32, u32) {
     json.unwrap()
 }
 
-fn yaml_files(dir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn fuzz_findings_have_one_position_in_every_report() {
-    let mut files = yaml_files("fuzz/regressions");
-    files.extend(yaml_files("fuzz/regressions/positions"));
+    let mut files = crate::support::yaml_files("fuzz/regressions");
+    files.extend(crate::support::yaml_files("fuzz/regressions/positions"));
     assert!(!files.is_empty());
     for path in files {
         let bytes = std::fs::read(&path).unwrap();

@@ -30,7 +30,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -957,22 +957,11 @@ fn load_and_render(bytes: &[u8]) -> Option<String> {
     })
 }
 
-fn fuzz_inputs(dir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
 /// Every input the fuzzer found (fuzz/regressions/) loads and renders
 /// without a panic.
 #[test]
 fn fuzz_regressions_load_without_a_panic() {
-    let files = fuzz_inputs("fuzz/regressions");
+    let files = crate::support::yaml_files("fuzz/regressions");
     assert!(!files.is_empty());
     for path in files {
         let bytes = std::fs::read(&path).unwrap();
@@ -988,7 +977,7 @@ fn fuzz_regressions_load_without_a_panic() {
 #[ignore = "open fuzz findings (docs/reliability.md): cargo test --test main open_fuzz_findings -- --ignored"]
 fn open_fuzz_findings_load_without_a_panic() {
     let mut failed = Vec::new();
-    for path in fuzz_inputs("fuzz/regressions/open") {
+    for path in crate::support::yaml_files("fuzz/regressions/open") {
         let bytes = std::fs::read(&path).unwrap();
         if let Some(panic) = load_and_render(&bytes) {
             failed.push(format!("{}: {panic}", path.display()));
