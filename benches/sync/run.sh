@@ -102,6 +102,11 @@ YAML
 done
 rm -rf "$L"
 
+echo "## the engine alone: 10,000-VM plan, instant in-memory provider (failback-sync-bench engine)"
+PLAN10K="$ROOT/benches/validate/data/plan-10k.yaml"
+[[ -f $PLAN10K ]] || python3 "$ROOT/benches/validate/gen.py" >/dev/null
+/usr/bin/time -f "engine process: %e s wall, peak RSS %M KiB" "$B" engine "$PLAN10K"
+
 if [[ ${LAB10K:-0} == 1 ]]; then
   echo "## 10,000-VM reconciler"
   "$HERE/lab10k.sh"

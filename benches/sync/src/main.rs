@@ -2,6 +2,8 @@
 //! `failback::sync` operation per invocation, so that the shell times it
 //! exactly like its peers (rsync, cat, dd). `phase2` times itself in process.
 
+mod engine;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -9,8 +11,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use failback::sync::{
-    BLOCK, ChangeMap, Digests, SyncOptions, copy_blocks, delta_sync, digest_blocks, full_sync,
-    PhaseTwo, refresh_digests, verify_against, verify_changes,
+    BLOCK, ChangeMap, Digests, PhaseTwo, SyncOptions, copy_blocks, delta_sync, digest_blocks,
+    full_sync, refresh_digests, verify_against, verify_changes,
 };
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -182,7 +184,8 @@ fn main() -> R {
             eprintln!("{st:?}");
             Ok(())
         }
+        Some("engine") => engine::engine(p(2)),
         Some("phase2") => phase2(p(2), parse_size(&a[3]), parse_size(&a[4]), a[5].parse()?),
-        _ => Err("usage: gen|mutate|digests|delta|delta-known|full|phase2 ...".into()),
+        _ => Err("usage: gen|mutate|digests|delta|delta-known|full|phase2|engine ...".into()),
     }
 }

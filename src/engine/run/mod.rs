@@ -227,7 +227,7 @@ async fn run_groups(
         // One observation serves every VM's first decision: a converged or
         // gated VM then costs no observation of its own, whatever the plan's
         // size. Every later decision observes afresh.
-        let snapshot = observe(&shared).await.ok().map(Arc::new);
+        let snapshot = observe(&shared, None).await.ok().map(Arc::new);
         let mut tasks = tokio::task::JoinSet::new();
         for v in 0..group.vms.len() {
             let shared = Arc::clone(&shared);
@@ -305,7 +305,7 @@ async fn converge_vm(
     for _ in 0..MAX_DECISIONS {
         let observed = match snapshot.take() {
             Some(world) => Ok(world),
-            None => observe(shared).await.map(Arc::new),
+            None => observe(shared, None).await.map(Arc::new),
         };
         let world = match observed {
             Ok(w) => w,
@@ -368,11 +368,15 @@ async fn converge_vm(
             .await;
         match result {
             Ok(()) => {
-                let state = observe(shared)
-                    .await
-                    .ok()
+                // One VM observed after its step: its new state for the
+                // event, and the world of its next decision (a failed
+                // observation is made again, in full, by the next loop).
+                let after = observe(shared, Some(&name)).await.ok().map(Arc::new);
+                let state = after
+                    .as_ref()
                     .and_then(|w| w.vm(&name).map(|o| o.state))
                     .unwrap_or(Lifecycle::RunningInRecovery);
+                snapshot = after;
                 shared.sink.emit(Event::StepFinished {
                     vm: name.clone(),
                     group: group_name.clone(),
@@ -420,10 +424,16 @@ async fn converge_vm(
     )
 }
 
-async fn observe(shared: &Shared) -> Result<World, String> {
+/// The world, in full or (`vm` given) only what one VM's decision needs,
+/// retrying transient errors.
+async fn observe(shared: &Shared, vm: Option<&str>) -> Result<World, String> {
     let mut attempt = 0;
     loop {
-        match shared.provider.observe(&shared.plan).await {
+        let observed = match vm {
+            Some(vm) => shared.provider.observe_vm(&shared.plan, vm).await,
+            None => shared.provider.observe(&shared.plan).await,
+        };
+        match observed {
             Ok(w) => return Ok(w),
             Err(ProviderError::Transient(e)) if attempt + 1 < shared.options.retry.attempts => {
                 attempt += 1;

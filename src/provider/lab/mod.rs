@@ -159,6 +159,15 @@ impl Provider for LabProvider {
         Box::pin(self.run(move |lab| Ok(observe_world(&lab.read()?, &names))))
     }
 
+    fn observe_vm<'a>(
+        &'a self,
+        _plan: &'a FailbackPlan,
+        vm: &'a str,
+    ) -> BoxFuture<'a, ProviderResult<World>> {
+        let names = vec![vm.to_owned()];
+        Box::pin(self.run(move |lab| Ok(observe_world(&lab.read()?, &names))))
+    }
+
     fn start_failback<'a>(
         &'a self,
         req: &'a FailbackRequest,
