@@ -169,14 +169,25 @@ fn json(body: &[u8], parameter: &str) -> Result<Value, Rejection> {
     })
 }
 
-/// `PlannedFailoverInput` for a failback: `properties.failoverDirection`
-/// (RecoveryToPrimary) and a `HyperVReplicaAzureFailback` provider input
-/// with both options spelled out (their service defaults are unpublished).
-pub fn planned_failover(body: &[u8]) -> Result<HyperVReplicaAzureFailbackProviderInput, Rejection> {
-    let value = json(body, "failoverInput")?;
-    let top = object(&value, "failoverInput")?;
-    only(top, "failoverInput", &["properties"])?;
-    let props = object(required(top, "failoverInput", "properties")?, "properties")?;
+/// The envelope that planned failover and reprotect share: `properties`
+/// with only `failoverDirection` (one of [`FAILOVER_DIRECTIONS`]) and
+/// `providerSpecificDetails`, whose `instanceType` is one of `instances`.
+struct Directed<'a> {
+    direction: &'a str,
+    /// Where the provider input sits, for messages.
+    at: &'static str,
+    details: &'a Map<String, Value>,
+    instance: &'a str,
+}
+
+fn directed<'a>(
+    value: &'a Value,
+    root: &str,
+    instances: &[&str],
+) -> Result<Directed<'a>, Rejection> {
+    let top = object(value, root)?;
+    only(top, root, &["properties"])?;
+    let props = object(required(top, root, "properties")?, "properties")?;
     only(
         props,
         "properties",
@@ -195,8 +206,27 @@ pub fn planned_failover(body: &[u8]) -> Result<HyperVReplicaAzureFailbackProvide
     let instance = one_of(
         required(details, at, "instanceType")?,
         &format!("{at}.instanceType"),
-        PLANNED_FAILOVER_INPUTS,
+        instances,
     )?;
+    Ok(Directed {
+        direction,
+        at,
+        details,
+        instance,
+    })
+}
+
+/// `PlannedFailoverInput` for a failback: `properties.failoverDirection`
+/// (RecoveryToPrimary) and a `HyperVReplicaAzureFailback` provider input
+/// with both options spelled out (their service defaults are unpublished).
+pub fn planned_failover(body: &[u8]) -> Result<HyperVReplicaAzureFailbackProviderInput, Rejection> {
+    let value = json(body, "failoverInput")?;
+    let Directed {
+        direction,
+        at,
+        details,
+        instance,
+    } = directed(&value, "failoverInput", PLANNED_FAILOVER_INPUTS)?;
     if instance != "HyperVReplicaAzureFailback" || direction != "RecoveryToPrimary" {
         return Err(Rejection::invalid(
             format!(
@@ -250,29 +280,12 @@ pub fn planned_failover(body: &[u8]) -> Result<HyperVReplicaAzureFailbackProvide
 /// `HyperVReplicaAzure` reprotect input.
 pub fn reprotect(body: &[u8]) -> Result<HyperVReplicaAzureReprotectInput, Rejection> {
     let value = json(body, "input")?;
-    let top = object(&value, "input")?;
-    only(top, "input", &["properties"])?;
-    let props = object(required(top, "input", "properties")?, "properties")?;
-    only(
-        props,
-        "properties",
-        &["failoverDirection", "providerSpecificDetails"],
-    )?;
-    let direction = one_of(
-        required(props, "properties", "failoverDirection")?,
-        "properties.failoverDirection",
-        FAILOVER_DIRECTIONS,
-    )?;
-    let at = "properties.providerSpecificDetails";
-    let details = object(
-        required(props, "properties", "providerSpecificDetails")?,
+    let Directed {
+        direction,
         at,
-    )?;
-    let instance = one_of(
-        required(details, at, "instanceType")?,
-        &format!("{at}.instanceType"),
-        REPROTECT_INPUTS,
-    )?;
+        details,
+        instance,
+    } = directed(&value, "input", REPROTECT_INPUTS)?;
     if instance != "HyperVReplicaAzure" || direction != "PrimaryToRecovery" {
         return Err(Rejection::invalid(
             format!(
