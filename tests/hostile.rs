@@ -21,6 +21,7 @@ use failback::plan::FailbackPlan;
 use failback::validate::{self, Checked, MAX_PLAN_BYTES, Origin};
 use serde_json::Value;
 
+use crate::support::{encode_utf16, encode_utf32, with_prefix};
 use crate::validate::minimal_plan;
 
 /// One hostile input and what the validator must say about it.
@@ -136,37 +137,6 @@ fn deep_block_mappings() -> String {
     text
 }
 
-fn encode_utf16(text: &str, big_endian: bool) -> Vec<u8> {
-    text.encode_utf16()
-        .flat_map(|u| {
-            if big_endian {
-                u.to_be_bytes()
-            } else {
-                u.to_le_bytes()
-            }
-        })
-        .collect()
-}
-
-fn encode_utf32(text: &str, big_endian: bool) -> Vec<u8> {
-    text.chars()
-        .flat_map(|c| {
-            let u = u32::from(c);
-            if big_endian {
-                u.to_be_bytes()
-            } else {
-                u.to_le_bytes()
-            }
-        })
-        .collect()
-}
-
-fn with_bom(bom: &[u8], body: Vec<u8>) -> Vec<u8> {
-    let mut bytes = bom.to_vec();
-    bytes.extend(body);
-    bytes
-}
-
 fn cases() -> Vec<Case> {
     let plan = minimal_plan();
     let mut cases = vec![
@@ -235,22 +205,22 @@ fn cases() -> Vec<Case> {
         // Encodings and bytes.
         Case::new(
             "utf16-le-bom",
-            with_bom(b"\xFF\xFE", encode_utf16(&plan, false)),
+            with_prefix(b"\xFF\xFE", encode_utf16(&plan, false)),
             Code::NotUtf8,
         ),
         Case::new(
             "utf16-be-bom",
-            with_bom(b"\xFE\xFF", encode_utf16(&plan, true)),
+            with_prefix(b"\xFE\xFF", encode_utf16(&plan, true)),
             Code::NotUtf8,
         ),
         Case::new(
             "utf32-le-bom",
-            with_bom(b"\xFF\xFE\x00\x00", encode_utf32(&plan, false)),
+            with_prefix(b"\xFF\xFE\x00\x00", encode_utf32(&plan, false)),
             Code::NotUtf8,
         ),
         Case::new(
             "utf32-be-bom",
-            with_bom(b"\x00\x00\xFE\xFF", encode_utf32(&plan, true)),
+            with_prefix(b"\x00\x00\xFE\xFF", encode_utf32(&plan, true)),
             Code::NotUtf8,
         ),
         Case::new(
@@ -582,19 +552,19 @@ fn other_encodings_are_named() {
     let plan = minimal_plan();
     for (bytes, name) in [
         (
-            with_bom(b"\xFF\xFE", encode_utf16(&plan, false)),
+            with_prefix(b"\xFF\xFE", encode_utf16(&plan, false)),
             "UTF-16 LE",
         ),
         (
-            with_bom(b"\xFE\xFF", encode_utf16(&plan, true)),
+            with_prefix(b"\xFE\xFF", encode_utf16(&plan, true)),
             "UTF-16 BE",
         ),
         (
-            with_bom(b"\xFF\xFE\x00\x00", encode_utf32(&plan, false)),
+            with_prefix(b"\xFF\xFE\x00\x00", encode_utf32(&plan, false)),
             "UTF-32 LE",
         ),
         (
-            with_bom(b"\x00\x00\xFE\xFF", encode_utf32(&plan, true)),
+            with_prefix(b"\x00\x00\xFE\xFF", encode_utf32(&plan, true)),
             "UTF-32 BE",
         ),
         (encode_utf16(&plan, false), "UTF-16 LE"),

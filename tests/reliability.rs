@@ -275,6 +275,19 @@ fn assert_world_intact(case: &Case, context: &str) {
 }
 
 /// Every promise of the battery, on a converged case.
+/// [`check_promises`] after one clean run of `variant` (no crash, no
+/// guest writes): what the fault scenarios check once the fault is gone.
+fn check_single_run(case: &Case, variant: Variant, initial: &Disks, context: &str) {
+    let s = Scenario {
+        variant,
+        first: Point::Step(1),
+        second: None,
+        guest_writes: Vec::new(),
+        lab_seed: 0,
+    };
+    check_promises(case, &s, initial, context);
+}
+
 fn check_promises(case: &Case, s: &Scenario, initial: &Disks, context: &str) {
     case.assert_converged_as(context);
     let world = case.show();
@@ -702,14 +715,7 @@ fn io_error_case(var: &str, n: u32, cause: &str) {
     // The fault cleared, the same command converges without loss.
     let out = case.apply_with(&[]);
     assert_eq!(out.status.code(), Some(0), "{context}: {}", stderr(&out));
-    let s = Scenario {
-        variant: Variant::Delta,
-        first: Point::Step(1),
-        second: None,
-        guest_writes: Vec::new(),
-        lab_seed: 0,
-    };
-    check_promises(&case, &s, &initial, &context);
+    check_single_run(&case, Variant::Delta, &initial, &context);
 }
 
 #[test]
@@ -785,14 +791,7 @@ fn disk_error_case(variant: Variant, var: &str, value: &str, cause: &str) {
     // The fault cleared: the same command re-opens, re-syncs and converges.
     let out = case.apply_with(&[]);
     assert_eq!(out.status.code(), Some(0), "{context}: {}", stderr(&out));
-    let s = Scenario {
-        variant,
-        first: Point::Step(1),
-        second: None,
-        guest_writes: Vec::new(),
-        lab_seed: 0,
-    };
-    check_promises(&case, &s, &initial, &context);
+    check_single_run(&case, variant, &initial, &context);
 }
 
 #[test]
@@ -862,14 +861,7 @@ fn lost_reply_case(variant: Variant, lose: &str) {
         all.contains("reply lost"),
         "{context}: the fault did not fire: {all}"
     );
-    let s = Scenario {
-        variant,
-        first: Point::Step(1),
-        second: None,
-        guest_writes: Vec::new(),
-        lab_seed: 0,
-    };
-    check_promises(&case, &s, &initial, &context);
+    check_single_run(&case, variant, &initial, &context);
 
     // The engine started each step at most once per VM.
     let mut started: BTreeMap<(String, String), usize> = BTreeMap::new();

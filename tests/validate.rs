@@ -23,6 +23,8 @@ use failback::plan::FailbackPlan;
 use failback::validate::{self, Checked, MAX_PLAN_BYTES, Origin};
 use serde_json::Value;
 
+use crate::support::{encode_utf16, encode_utf32, with_prefix};
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/validate");
 
 /// One input of the corpus: the name it is reported under and its bytes.
@@ -72,37 +74,6 @@ fn committed(kind: &str) -> Vec<Fixture> {
 /// The smallest valid plan, the base of generated inputs.
 pub fn minimal_plan() -> String {
     std::fs::read_to_string(Path::new(FIXTURES).join("valid/minimal.yaml")).unwrap()
-}
-
-fn encode_utf16(text: &str, big_endian: bool) -> Vec<u8> {
-    text.encode_utf16()
-        .flat_map(|u| {
-            if big_endian {
-                u.to_be_bytes()
-            } else {
-                u.to_le_bytes()
-            }
-        })
-        .collect()
-}
-
-fn encode_utf32(text: &str, big_endian: bool) -> Vec<u8> {
-    text.chars()
-        .flat_map(|c| {
-            let u = u32::from(c);
-            if big_endian {
-                u.to_be_bytes()
-            } else {
-                u.to_le_bytes()
-            }
-        })
-        .collect()
-}
-
-fn with_prefix(prefix: &[u8], body: Vec<u8>) -> Vec<u8> {
-    let mut bytes = prefix.to_vec();
-    bytes.extend(body);
-    bytes
 }
 
 /// Invalid inputs that are not committed: binary, or larger than a plan

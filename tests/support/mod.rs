@@ -459,3 +459,37 @@ pub(crate) fn yaml_files(dir: &str) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// `text` in UTF-16, little- or big-endian, without a byte-order mark.
+pub(crate) fn encode_utf16(text: &str, big_endian: bool) -> Vec<u8> {
+    text.encode_utf16()
+        .flat_map(|u| {
+            if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            }
+        })
+        .collect()
+}
+
+/// `text` in UTF-32, little- or big-endian, without a byte-order mark.
+pub(crate) fn encode_utf32(text: &str, big_endian: bool) -> Vec<u8> {
+    text.chars()
+        .flat_map(|c| {
+            let u = u32::from(c);
+            if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            }
+        })
+        .collect()
+}
+
+/// `body` after `prefix` (a byte-order mark, say).
+pub(crate) fn with_prefix(prefix: &[u8], body: Vec<u8>) -> Vec<u8> {
+    let mut bytes = prefix.to_vec();
+    bytes.extend(body);
+    bytes
+}
