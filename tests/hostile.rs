@@ -21,7 +21,7 @@ use failback::plan::FailbackPlan;
 use failback::validate::{self, Checked, MAX_PLAN_BYTES, Origin};
 use serde_json::Value;
 
-use crate::support::{encode_utf16, encode_utf32, with_prefix};
+use crate::support::{encode_utf16, encode_utf32, with_boms};
 use crate::validate::minimal_plan;
 
 /// One hostile input and what the validator must say about it.
@@ -204,26 +204,6 @@ fn cases() -> Vec<Case> {
         Case::new("two-empty-documents", "---\n---\n", Code::MultipleDocuments).at(2, 1),
         // Encodings and bytes.
         Case::new(
-            "utf16-le-bom",
-            with_prefix(b"\xFF\xFE", encode_utf16(&plan, false)),
-            Code::NotUtf8,
-        ),
-        Case::new(
-            "utf16-be-bom",
-            with_prefix(b"\xFE\xFF", encode_utf16(&plan, true)),
-            Code::NotUtf8,
-        ),
-        Case::new(
-            "utf32-le-bom",
-            with_prefix(b"\xFF\xFE\x00\x00", encode_utf32(&plan, false)),
-            Code::NotUtf8,
-        ),
-        Case::new(
-            "utf32-be-bom",
-            with_prefix(b"\x00\x00\xFE\xFF", encode_utf32(&plan, true)),
-            Code::NotUtf8,
-        ),
-        Case::new(
             "utf16-be-without-bom",
             encode_utf16(&plan, true),
             Code::NotUtf8,
@@ -351,6 +331,9 @@ fn cases() -> Vec<Case> {
             Code::WrongType,
         ),
     ];
+    for (slug, _, bytes) in with_boms(&plan) {
+        cases.push(Case::new(format!("{slug}-bom"), bytes, Code::NotUtf8));
+    }
 
     // Old Mac line ends: lines counted as an editor counts them.
     cases.push(
@@ -550,28 +533,16 @@ fn check_one(case: &Case) {
 #[test]
 fn other_encodings_are_named() {
     let plan = minimal_plan();
-    for (bytes, name) in [
-        (
-            with_prefix(b"\xFF\xFE", encode_utf16(&plan, false)),
-            "UTF-16 LE",
-        ),
-        (
-            with_prefix(b"\xFE\xFF", encode_utf16(&plan, true)),
-            "UTF-16 BE",
-        ),
-        (
-            with_prefix(b"\xFF\xFE\x00\x00", encode_utf32(&plan, false)),
-            "UTF-32 LE",
-        ),
-        (
-            with_prefix(b"\x00\x00\xFE\xFF", encode_utf32(&plan, true)),
-            "UTF-32 BE",
-        ),
+    let with_mark = with_boms(&plan)
+        .into_iter()
+        .map(|(_, name, bytes)| (bytes, name));
+    let without = [
         (encode_utf16(&plan, false), "UTF-16 LE"),
         (encode_utf16(&plan, true), "UTF-16 BE"),
         (encode_utf32(&plan, false), "UTF-32 LE"),
         (encode_utf32(&plan, true), "UTF-32 BE"),
-    ] {
+    ];
+    for (bytes, name) in with_mark.chain(without) {
         let report = check(&Case::new(name, bytes, Code::NotUtf8));
         assert_eq!(
             report.diagnostics.len(),

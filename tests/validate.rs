@@ -23,7 +23,7 @@ use failback::plan::FailbackPlan;
 use failback::validate::{self, Checked, MAX_PLAN_BYTES, Origin};
 use serde_json::Value;
 
-use crate::support::{encode_utf16, encode_utf32, with_prefix};
+use crate::support::{encode_utf16, with_boms};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/validate");
 
@@ -85,24 +85,11 @@ fn generated() -> Vec<Fixture> {
     while too_large.len() <= MAX_PLAN_BYTES {
         too_large.extend_from_slice(filler);
     }
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("FB0001-larger-than-4-mib.yaml", too_large),
-        (
-            "FB0002-utf16-le-bom.yaml",
-            with_prefix(b"\xFF\xFE", encode_utf16(&plan, false)),
-        ),
-        (
-            "FB0002-utf16-be-bom.yaml",
-            with_prefix(b"\xFE\xFF", encode_utf16(&plan, true)),
-        ),
-        (
-            "FB0002-utf32-le-bom.yaml",
-            with_prefix(b"\xFF\xFE\x00\x00", encode_utf32(&plan, false)),
-        ),
-        (
-            "FB0002-utf32-be-bom.yaml",
-            with_prefix(b"\x00\x00\xFE\xFF", encode_utf32(&plan, true)),
-        ),
+    let mut cases = vec![("FB0001-larger-than-4-mib.yaml".to_owned(), too_large)];
+    for (slug, _, bytes) in with_boms(&plan) {
+        cases.push((format!("FB0002-{slug}-bom.yaml"), bytes));
+    }
+    let others: Vec<(&str, Vec<u8>)> = vec![
         (
             "FB0002-utf16-le-without-bom.yaml",
             encode_utf16(&plan, false),
@@ -131,6 +118,11 @@ fn generated() -> Vec<Fixture> {
                 .into_bytes(),
         ),
     ];
+    cases.extend(
+        others
+            .into_iter()
+            .map(|(name, bytes)| (name.to_owned(), bytes)),
+    );
     cases
         .into_iter()
         .map(|(name, bytes)| Fixture {

@@ -487,6 +487,33 @@ pub(crate) fn encode_utf32(text: &str, big_endian: bool) -> Vec<u8> {
         .collect()
 }
 
+/// `text` in each UTF-16 and UTF-32 byte order, with its byte-order mark:
+/// (file-name slug, the encoding's name, the bytes).
+pub(crate) fn with_boms(text: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    vec![
+        (
+            "utf16-le",
+            "UTF-16 LE",
+            with_prefix(b"\xFF\xFE", encode_utf16(text, false)),
+        ),
+        (
+            "utf16-be",
+            "UTF-16 BE",
+            with_prefix(b"\xFE\xFF", encode_utf16(text, true)),
+        ),
+        (
+            "utf32-le",
+            "UTF-32 LE",
+            with_prefix(b"\xFF\xFE\x00\x00", encode_utf32(text, false)),
+        ),
+        (
+            "utf32-be",
+            "UTF-32 BE",
+            with_prefix(b"\x00\x00\xFE\xFF", encode_utf32(text, true)),
+        ),
+    ]
+}
+
 /// `body` after `prefix` (a byte-order mark, say).
 pub(crate) fn with_prefix(prefix: &[u8], body: Vec<u8>) -> Vec<u8> {
     let mut bytes = prefix.to_vec();
