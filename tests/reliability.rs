@@ -168,6 +168,9 @@ pub(crate) struct Scenario {
     /// the recovery site take them; the others refuse).
     pub(crate) guest_writes: Vec<u64>,
     pub(crate) lab_seed: u64,
+    /// `FAILBACK_TEST_COMPACT_AT` for every run: whole-world writes among
+    /// the journal appends.
+    pub(crate) compact_at: Option<u64>,
 }
 
 /// What a scenario did, for the figures.
@@ -212,7 +215,10 @@ fn disks(world: &Value, side: &str) -> Disks {
 /// Runs one scenario and checks every promise; panics naming the scenario.
 pub(crate) fn run_scenario(s: &Scenario) -> Tally {
     let context = format!("{s:?}");
-    let case = Case::new(&s.variant.plan());
+    let mut case = Case::new(&s.variant.plan());
+    if let Some(bytes) = s.compact_at {
+        case = case.with_env("FAILBACK_TEST_COMPACT_AT", &bytes.to_string());
+    }
     case.init(&["--seed", &s.lab_seed.to_string()]);
     let initial = disks(&case.show(), "recovery");
     let mut tally = Tally::default();
@@ -284,6 +290,7 @@ fn check_single_run(case: &Case, variant: Variant, initial: &Disks, context: &st
         second: None,
         guest_writes: Vec::new(),
         lab_seed: 0,
+        compact_at: None,
     };
     check_promises(case, &s, initial, context);
 }
@@ -442,7 +449,12 @@ const SYNC_OFFSETS: [u64; 4] = [0, 4096, 512 * 1024, 1024 * 1024 - 4096];
 
 /// Kills `variant` at every point of `family` (or at `only`), returns how
 /// many points were killed and the tallies.
-fn enumerate(variant: Variant, family: Point, only: Option<&[u32]>) -> (u32, Tally) {
+fn enumerate(
+    variant: Variant,
+    family: Point,
+    only: Option<&[u32]>,
+    compact_at: Option<u64>,
+) -> (u32, Tally) {
     let mut total = Tally::default();
     let mut killed = 0;
     let limit = 200;
@@ -457,6 +469,7 @@ fn enumerate(variant: Variant, family: Point, only: Option<&[u32]>) -> (u32, Tal
             second: None,
             guest_writes: Vec::new(),
             lab_seed: u64::from(n),
+            compact_at,
         };
         let t = run_scenario(&s);
         total.processes += t.processes;
@@ -484,7 +497,7 @@ fn report(what: &str, killed: u32, tally: Tally) {
 fn quick_crash_points_converge_without_loss() {
     for variant in [Variant::Delta, Variant::Full] {
         for family in FAMILIES {
-            let (killed, tally) = enumerate(variant, family, Some(&[1, 2, 5]));
+            let (killed, tally) = enumerate(variant, family, Some(&[1, 2, 5]), None);
             report(&format!("quick {variant:?} {family:?}"), killed, tally);
         }
         run_scenario(&Scenario {
@@ -493,7 +506,29 @@ fn quick_crash_points_converge_without_loss() {
             second: Some(Point::WorldWrite(2)),
             guest_writes: Vec::new(),
             lab_seed: 7,
+            compact_at: None,
         });
+    }
+}
+
+/// A journal limit that makes about every third world write a whole new
+/// world (a save's line is about 1 KiB for these plans).
+const COMPACT_EVERY_FEW_SAVES: u64 = 2500;
+
+/// Crashes at world writes when some of them are whole new worlds (the
+/// lab folds its journal): before and after the rename, and halfway
+/// through a journal line, the next run converges without loss.
+#[test]
+fn crash_points_among_whole_world_writes_converge_without_loss() {
+    for family in [Point::WorldWrite(1), Point::WorldWriteAfterRename(1)] {
+        let only: Vec<u32> = (1..=9).collect();
+        let (killed, tally) = enumerate(
+            Variant::Delta,
+            family,
+            Some(&only),
+            Some(COMPACT_EVERY_FEW_SAVES),
+        );
+        report(&format!("compacting Delta {family:?}"), killed, tally);
     }
 }
 
@@ -517,7 +552,7 @@ fn crash_battery_every_point_with_commit() {
 
 fn every_point(variant: Variant) {
     for family in FAMILIES {
-        let (killed, tally) = enumerate(variant, family, None);
+        let (killed, tally) = enumerate(variant, family, None, None);
         report(&format!("{variant:?} {family:?}"), killed, tally);
     }
     let mut tally = Tally::default();
@@ -528,6 +563,7 @@ fn every_point(variant: Variant) {
             second: None,
             guest_writes: Vec::new(),
             lab_seed: i as u64,
+            compact_at: None,
         });
         assert!(
             t.first_killed,
@@ -574,6 +610,7 @@ fn crash_battery_second_crash_during_recovery() {
                     second: Some(second),
                     guest_writes: Vec::new(),
                     lab_seed: n,
+                    compact_at: None,
                 });
                 n += 1;
                 tally.processes += t.processes;
@@ -627,6 +664,8 @@ pub(crate) fn random_scenario(seed: u64) -> Scenario {
         second,
         guest_writes,
         lab_seed: rng.random(),
+        // Half of them write a whole new world every few saves.
+        compact_at: rng.random_bool(0.5).then_some(COMPACT_EVERY_FEW_SAVES),
     }
 }
 

@@ -101,6 +101,8 @@ pub(crate) struct Case {
     pub(crate) plan: PathBuf,
     pub(crate) provider: Provider,
     emulator: OnceCell<Emulator>,
+    /// Set on every command of the case.
+    env: Vec<(String, String)>,
 }
 
 impl Case {
@@ -118,7 +120,14 @@ impl Case {
             plan: path,
             provider,
             emulator: OnceCell::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// The case with `key=value` in the environment of every command.
+    pub(crate) fn with_env(mut self, key: &str, value: &str) -> Case {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     pub(crate) fn lab_dir(&self) -> PathBuf {
@@ -141,7 +150,8 @@ impl Case {
             .arg("--lab")
             .arg(self.lab_dir())
             .arg("--state-dir")
-            .arg(self.state_dir());
+            .arg(self.state_dir())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

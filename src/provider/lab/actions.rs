@@ -22,11 +22,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::store::{Lab, Locked, sync_dir};
 use super::world::{
-    Lab, LabDisk, LabVm, Locked, PhaseOneRecord, Protection, Replica, Site, VerificationRecord,
-    now_ms, rfc3339,
+    LabDisk, LabVm, PhaseOneRecord, Protection, Replica, Site, VerificationRecord, now_ms, rfc3339,
 };
-use super::{LabError, init::create_sparse, world::sync_dir};
+use super::{LabError, init::create_sparse};
 use crate::plan::SyncMode;
 use crate::provider::{FailbackRequest, Lifecycle, Progress, ProgressFn};
 use crate::sync::{
@@ -62,7 +62,7 @@ pub(crate) fn start_failback(
 ) -> Result<(), LabError> {
     let mode = {
         let mut locked = lab.lock()?;
-        let vm = locked.world.vm(&req.vm)?;
+        let vm = locked.vm(&req.vm)?;
         match vm.state {
             Lifecycle::RunningInRecovery => begin(lab, &mut locked, req)?,
             Lifecycle::Syncing => {
@@ -76,7 +76,7 @@ pub(crate) fn start_failback(
                     );
                 }
                 let host = primary_host(vm)?;
-                locked.world.require_reachable(&host)?;
+                locked.require_reachable(&host)?;
                 mode
             }
             // Phase 1 or the whole failback already happened.
@@ -87,7 +87,7 @@ pub(crate) fn start_failback(
         SyncMode::Delta => {
             let records = phase_one(lab, &req.vm, progress)?;
             let mut locked = lab.lock()?;
-            let vm = locked.world.vm_mut(&req.vm)?;
+            let vm = locked.vm_mut(&req.vm)?;
             if vm.state == Lifecycle::Syncing {
                 vm.state = Lifecycle::AwaitingCompletion;
                 vm.phase_one = records;
@@ -109,8 +109,8 @@ pub(crate) fn start_failback(
 /// is missing and allowed, and records the failback (state `syncing`; for
 /// delta, change tracking on with empty change maps) before any data moves.
 fn begin(lab: &Lab, locked: &mut Locked, req: &FailbackRequest) -> Result<SyncMode, LabError> {
-    locked.world.require_reachable(&req.target_host)?;
-    let vm = locked.world.vm(&req.vm)?;
+    locked.require_reachable(&req.target_host)?;
+    let vm = locked.vm(&req.vm)?;
     let refuse = |reason: String| LabError::Precondition {
         vm: req.vm.clone(),
         reason,
@@ -188,7 +188,7 @@ fn begin(lab: &Lab, locked: &mut Locked, req: &FailbackRequest) -> Result<SyncMo
         }
     }
 
-    let vm = locked.world.vm_mut(&req.vm)?;
+    let vm = locked.vm_mut(&req.vm)?;
     if creating {
         vm.primary.exists = true;
         vm.primary.host = Some(req.target_host.clone());
@@ -231,8 +231,7 @@ fn phase_one(
     name: &str,
     progress: &ProgressFn,
 ) -> Result<BTreeMap<String, PhaseOneRecord>, LabError> {
-    let world = lab.read()?;
-    let vm = world.vm(name)?;
+    let vm = &lab.vm(name)?;
     expect_state(
         vm,
         "continue phase 1 of",
@@ -299,8 +298,7 @@ fn load_phase_one(record: &PhaseOneRecord, dst: &LabDisk) -> Option<Digests> {
 /// "Complete Failover": see `Provider::complete`.
 pub(crate) fn complete(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
     {
-        let world = lab.read()?;
-        let vm = world.vm(name)?;
+        let vm = &lab.vm(name)?;
         match vm.state {
             Lifecycle::AwaitingCompletion | Lifecycle::FinalSync => {}
             Lifecycle::CommitPending | Lifecycle::Committed | Lifecycle::Protected => return Ok(()),
@@ -353,7 +351,7 @@ pub(super) fn shut_down(
     to: Lifecycle,
 ) -> Result<(), LabError> {
     let mut locked = lab.lock()?;
-    let vm = locked.world.vm(name)?;
+    let vm = locked.vm(name)?;
     expect_state(
         vm,
         "shut down the recovery VM of",
@@ -361,8 +359,8 @@ pub(super) fn shut_down(
         "expected a failback in progress",
     )?;
     let host = primary_host(vm)?;
-    locked.world.require_reachable(&host)?;
-    let vm = locked.world.vm_mut(name)?;
+    locked.require_reachable(&host)?;
+    let vm = locked.vm_mut(name)?;
     let was_running = vm.recovery.running;
     if was_running {
         if vm.faults.stuck_shutdown {
@@ -385,7 +383,7 @@ pub(super) fn shut_down(
 }
 
 fn recovery_off_event(locked: &Locked, name: &str) -> Result<(), LabError> {
-    let vm = locked.world.vm(name)?;
+    let vm = locked.vm(name)?;
     locked.append_event(&serde_json::json!({
         "version": 1,
         "event": "recovery-off",
@@ -408,8 +406,7 @@ pub(super) type Evidence = BTreeMap<String, PhaseTwo>;
 /// final copy and the verification. Any other disk is hashed whole.
 pub(super) fn record_shutdown_digests(lab: &Lab, name: &str) -> Result<Evidence, LabError> {
     let (disks, recorded, records) = {
-        let world = lab.read()?;
-        let vm = world.vm(name)?;
+        let vm = &lab.vm(name)?;
         require_recovery_off(vm)?;
         (
             pairs(vm)?,
@@ -434,7 +431,7 @@ pub(super) fn record_shutdown_digests(lab: &Lab, name: &str) -> Result<Evidence,
         digests.insert(src.name.clone(), digest.to_string());
     }
     let mut locked = lab.lock()?;
-    let vm = locked.world.vm_mut(name)?;
+    let vm = locked.vm_mut(name)?;
     require_recovery_off(vm)?;
     let mut changed = false;
     for (disk, digest) in digests {
@@ -481,8 +478,7 @@ pub(super) fn final_copy(
     progress: &ProgressFn,
     evidence: &mut Evidence,
 ) -> Result<(), LabError> {
-    let world = lab.read()?;
-    let vm = world.vm(name)?;
+    let vm = &lab.vm(name)?;
     expect_state(
         vm,
         "send the final changes of",
@@ -530,8 +526,7 @@ pub(super) fn final_copy(
 
 /// `full`: every block of each recovery disk, the recovery VM off.
 fn full_copy(lab: &Lab, name: &str, progress: &ProgressFn) -> Result<(), LabError> {
-    let world = lab.read()?;
-    let vm = world.vm(name)?;
+    let vm = &lab.vm(name)?;
     expect_state(
         vm,
         "copy the disks of",
@@ -569,8 +564,7 @@ pub(super) fn verify_disks(
     evidence: &Evidence,
 ) -> Result<(), LabError> {
     let (checks, failed) = {
-        let world = lab.read()?;
-        let vm = world.vm(name)?;
+        let vm = &lab.vm(name)?;
         expect_verifiable(vm)?;
         let mut checks = Vec::new();
         let mut failed = None;
@@ -639,7 +633,7 @@ pub(super) fn verify_disks(
             "blocksRead": check.blocks_read,
         }))?;
     }
-    let vm = locked.world.vm_mut(name)?;
+    let vm = locked.vm_mut(name)?;
     for check in checks {
         vm.verifications.insert(
             check.disk.clone(),
@@ -706,7 +700,7 @@ impl Check {
 /// the primary VM running and the downtime.
 pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
     let mut locked = lab.lock()?;
-    let vm = locked.world.vm(name)?;
+    let vm = locked.vm(name)?;
     if matches!(
         vm.state,
         Lifecycle::CommitPending | Lifecycle::Committed | Lifecycle::Protected
@@ -716,7 +710,7 @@ pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
     }
     expect_verifiable(vm)?;
     let host = primary_host(vm)?;
-    locked.world.require_reachable(&host)?;
+    locked.require_reachable(&host)?;
 
     let unverified = |disk: &str, reason: String| LabError::Unverified {
         vm: name.to_owned(),
@@ -780,7 +774,7 @@ pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
         // Disks hashed again because they lost their verification stamp.
         "rehashed": rehashed,
     }))?;
-    let vm = locked.world.vm_mut(name)?;
+    let vm = locked.vm_mut(name)?;
     vm.state = Lifecycle::CommitPending;
     vm.primary.running = true;
     vm.active = Site::Primary;
@@ -792,7 +786,7 @@ pub(super) fn power_on(lab: &Lab, name: &str) -> Result<(), LabError> {
 /// Commit: see `Provider::commit`.
 pub(crate) fn commit(lab: &Lab, name: &str) -> Result<(), LabError> {
     let mut locked = lab.lock()?;
-    let vm = locked.world.vm(name)?;
+    let vm = locked.vm(name)?;
     match vm.state {
         Lifecycle::Committed | Lifecycle::Protected => return Ok(()),
         Lifecycle::CommitPending => {}
@@ -813,7 +807,7 @@ pub(crate) fn commit(lab: &Lab, name: &str) -> Result<(), LabError> {
     }
     let disks = vm.recovery.disks.clone();
     if !vm.commit_started {
-        locked.world.vm_mut(name)?.commit_started = true;
+        locked.vm_mut(name)?.commit_started = true;
         locked.save()?;
     }
     let disks_dir = lab.disks_dir();
@@ -840,7 +834,7 @@ pub(crate) fn commit(lab: &Lab, name: &str) -> Result<(), LabError> {
         "vm": name,
         "deleted": disks.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(),
     }))?;
-    let vm = locked.world.vm_mut(name)?;
+    let vm = locked.vm_mut(name)?;
     vm.recovery.exists = false;
     vm.recovery.running = false;
     vm.recovery.disks.clear();
@@ -860,7 +854,7 @@ pub(crate) fn reverse_replicate(
 ) -> Result<(), LabError> {
     let jobs = {
         let mut locked = lab.lock()?;
-        let vm = locked.world.vm(name)?;
+        let vm = locked.vm(name)?;
         match vm.state {
             Lifecycle::Protected => return Ok(()),
             Lifecycle::Committed => {}
@@ -874,7 +868,7 @@ pub(crate) fn reverse_replicate(
             }
         }
         let host = primary_host(vm)?;
-        locked.world.require_reachable(&host)?;
+        locked.require_reachable(&host)?;
         let replica = match &vm.replica {
             Some(replica) => replica.clone(),
             None => {
@@ -892,12 +886,12 @@ pub(crate) fn reverse_replicate(
                     disks,
                     synced: false,
                 };
-                locked.world.vm_mut(name)?.replica = Some(replica.clone());
+                locked.vm_mut(name)?.replica = Some(replica.clone());
                 locked.save()?;
                 replica
             }
         };
-        let vm = locked.world.vm(name)?;
+        let vm = locked.vm(name)?;
         let mut jobs = Vec::new();
         for disk in &vm.primary.disks {
             let Some(target) = replica.disks.iter().find(|r| r.name == disk.name) else {
@@ -919,7 +913,7 @@ pub(crate) fn reverse_replicate(
     transfer_all(name, jobs, progress)?;
 
     let mut locked = lab.lock()?;
-    let vm = locked.world.vm_mut(name)?;
+    let vm = locked.vm_mut(name)?;
     if vm.state == Lifecycle::Committed {
         vm.state = Lifecycle::Protected;
         vm.protection = Protection::PrimaryToRecovery;

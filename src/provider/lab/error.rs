@@ -28,13 +28,14 @@ pub enum LabError {
         "cannot save the lab world {}: writing {} failed: {source}; the previous world is kept \
          unchanged: free space or fix the disk, then run the same command again",
         path.display(),
-        tmp.display()
+        file.display()
     )]
     WorldWrite {
         /// `world.json`.
         path: PathBuf,
-        /// The temporary file the new world was being written to.
-        tmp: PathBuf,
+        /// The file being written: the world's journal, or the temporary
+        /// file of a whole new world.
+        file: PathBuf,
         source: io::Error,
     },
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::LabError;
-use super::world::Lab;
+use super::store::Lab;
 use crate::provider::{ProviderError, ProviderResult};
 
 /// A fault to inject into (or clear from) the lab world.
@@ -29,14 +29,17 @@ pub enum Fault {
 pub fn inject_fault(dir: &Path, fault: &Fault) -> Result<(), LabError> {
     let lab = Lab::open(dir)?;
     let mut locked = lab.lock()?;
-    let world = &mut locked.world;
     match fault {
-        Fault::Disconnect { host: None } => world.primary.connected = false,
-        Fault::Connect { host: None } => world.primary.connected = true,
-        Fault::Disconnect { host: Some(host) } => world.host_mut(host)?.connected = false,
-        Fault::Connect { host: Some(host) } => world.host_mut(host)?.connected = true,
+        Fault::Disconnect { host: None } => locked.primary_mut().connected = false,
+        Fault::Connect { host: None } => locked.primary_mut().connected = true,
+        Fault::Disconnect { host: Some(host) } => {
+            locked.primary_mut().host_mut(host)?.connected = false;
+        }
+        Fault::Connect { host: Some(host) } => {
+            locked.primary_mut().host_mut(host)?.connected = true
+        }
         Fault::RemoveVswitch { host, vswitch } => {
-            let h = world.host_mut(host)?;
+            let h = locked.primary_mut().host_mut(host)?;
             let Some(at) = h.vswitches.iter().position(|v| v == vswitch) else {
                 return Err(LabError::UnknownVswitch {
                     host: host.clone(),
@@ -46,16 +49,21 @@ pub fn inject_fault(dir: &Path, fault: &Fault) -> Result<(), LabError> {
             let removed = h.vswitches.remove(at);
             h.removed_vswitches.push(removed);
         }
-        Fault::StuckShutdown { vm } => world.vm_mut(vm)?.faults.stuck_shutdown = true,
+        Fault::StuckShutdown { vm } => locked.vm_mut(vm)?.faults.stuck_shutdown = true,
         Fault::Clear => {
-            world.primary.connected = true;
-            for host in &mut world.primary.hosts {
+            let primary = locked.primary_mut();
+            primary.connected = true;
+            for host in &mut primary.hosts {
                 host.connected = true;
                 let removed = std::mem::take(&mut host.removed_vswitches);
                 host.vswitches.extend(removed);
             }
-            for vm in &mut world.vms {
-                vm.faults.stuck_shutdown = false;
+            let stuck: Vec<String> = (locked.world().vms.iter())
+                .filter(|vm| vm.faults.stuck_shutdown)
+                .map(|vm| vm.name.clone())
+                .collect();
+            for vm in stuck {
+                locked.vm_mut(&vm)?.faults.stuck_shutdown = false;
             }
         }
     }

@@ -7,7 +7,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::world::Lab;
+use super::store::Lab;
 use super::{LabError, write_at};
 use crate::sync::{BLOCK, ChangeMap};
 
@@ -53,7 +53,7 @@ pub fn write_guest_blocks(
 ) -> Result<GuestWrite, LabError> {
     let lab = Lab::open(dir)?;
     let mut locked = lab.lock()?;
-    let record = locked.world.vm(vm)?;
+    let record = locked.vm(vm)?;
     if !record.recovery.exists || !record.recovery.running {
         let reason = if record.recovery.exists {
             format!("its recovery VM is off (state {})", record.state)
@@ -79,8 +79,8 @@ pub fn write_guest_blocks(
         Some(seed) => hasher.update(&[1]).update(&seed.to_le_bytes()),
         None => hasher
             .update(&[0])
-            .update(&locked.world.seed.to_le_bytes())
-            .update(&locked.world.guest_writes.to_le_bytes()),
+            .update(&locked.world().seed.to_le_bytes())
+            .update(&locked.world().guest_writes.to_le_bytes()),
     };
     hasher.update(vm.as_bytes());
     let mut rng = ChaCha8Rng::from_seed(*hasher.finalize().as_bytes());
@@ -137,7 +137,7 @@ pub fn write_guest_blocks(
     }
 
     if seed.is_none() {
-        locked.world.guest_writes = locked.world.guest_writes.saturating_add(1);
+        locked.count_guest_write();
         locked.save()?;
     }
     Ok(GuestWrite {

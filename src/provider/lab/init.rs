@@ -11,10 +11,11 @@ use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::store::{Lab, create_world, sync_dir};
 use super::world::{
-    Lab, LabDisk, LabHost, LabVm, LabWorld, NetworkAttachment, PrimarySite, PrimaryVm, Protection,
+    LabDisk, LabHost, LabVm, LabWorld, NetworkAttachment, PrimarySite, PrimaryVm, Protection,
     RecoverySite, RecoveryVm, Site, VmFaults, WORLD_FILE, WORLD_VERSION, now_ms, rfc3339,
-    save_world, sync_dir, vm_dir_name,
+    vm_dir_name,
 };
 use super::{LabError, write_at};
 use crate::plan::FailbackPlan;
@@ -102,7 +103,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 ///
 /// Guarantees: `world.json` is written last, atomically, so an interrupted
 /// init leaves no world (and the next init starts over). With `opts.force`
-/// an existing world is removed first (its world file, then its disks).
+/// an existing world is removed first (its world file, then its disks; its
+/// journals just before the new world is written).
 ///
 /// Errors: a world exists and `opts.force` is not set; an option is out of
 /// range or names a VM the plan lacks; the directory cannot be written.
@@ -111,7 +113,7 @@ pub fn init(dir: &Path, plan: &FailbackPlan, opts: &InitOptions) -> Result<(), L
     fs::create_dir_all(dir).map_err(LabError::io("creating the directory", dir))?;
     let dir = fs::canonicalize(dir).map_err(LabError::io("resolving", dir))?;
     let lab = Lab::at(dir.clone());
-    let _lock = lab.lock_file()?;
+    let _lock = lab.lock_file(true)?;
 
     let world_path = lab.world_path();
     if world_path.exists() {
@@ -152,7 +154,7 @@ pub fn init(dir: &Path, plan: &FailbackPlan, opts: &InitOptions) -> Result<(), L
         "vms": world.vms.len(),
     });
     fs::write(&events, format!("{first}\n")).map_err(LabError::io("writing", &events))?;
-    save_world(&lab, &world)?;
+    create_world(&lab, &world)?;
     tracing::info!(lab = %dir.display(), file = WORLD_FILE, vms = world.vms.len(), "lab world created");
     Ok(())
 }
@@ -297,6 +299,7 @@ fn build(lab: &Lab, plan: &FailbackPlan, opts: &InitOptions) -> (LabWorld, Vec<D
         vms,
         latency_ms: opts.latency_ms,
         seed: opts.seed,
+        journal: 0,
         guest_writes: 0,
     };
     (world, jobs)

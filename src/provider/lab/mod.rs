@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! LAB/world.json     the world (LabWorld): sites, hosts, VMs, bookkeeping
-//! LAB/world.lock     locked exclusively for every read-modify-write
+//! LAB/world.journal.G  the saves since world.json was written: one line each
+//! LAB/world.lock     exclusive for every read-modify-write, shared for reads
 //! LAB/events.jsonl   append-only: recovery-off, verified, power-on, commit
 //! LAB/disks/<vm-dir>/recovery/disk0.img      raw sparse images (+ disk0.changes, the change map)
 //! LAB/disks/<vm-dir>/primary/disk0.img
@@ -17,10 +18,14 @@
 //!
 //! # Guarantees
 //!
-//! - World updates are atomic and durable (temporary file, fsync, rename,
-//!   fsync of the directory) and serialised between processes by an
-//!   exclusive lock on `world.lock`, held for one read-modify-write and never
-//!   during a long copy: `lab write` runs while `apply` does.
+//! - World updates are atomic and durable and serialised between processes
+//!   by an exclusive lock on `world.lock`, held for one read-modify-write and
+//!   never during a long copy: `lab write` runs while `apply` does. A save
+//!   appends the VMs it changed to the world's journal (one checksummed
+//!   line, fsynced); a whole new `world.json` (temporary file, fsync,
+//!   rename, fsync of the directory) replaces world and journal once the
+//!   journal has grown to the world's size. A step costs the same whatever
+//!   the number of VMs (see `store.rs`).
 //! - Every action re-reads the world under the lock, records its intent
 //!   before its effect, and is idempotent (see [`crate::provider`]).
 //! - A primary VM is started only by the lab's power-on step, which refuses
@@ -44,11 +49,14 @@
 //! - [`TEST_ABORT_ENV`] (`FAILBACK_TEST_ABORT_AT_SYNC_BYTES=N`) aborts the
 //!   process inside the first sync that reaches source offset `N`.
 //! - [`TEST_ABORT_AT_WORLD_WRITE_ENV`] (`FAILBACK_TEST_ABORT_AT_WORLD_WRITE=N`,
-//!   or `N:after-rename`) aborts the process at the N-th write of
-//!   `world.json`, before (or after) the atomic rename.
+//!   or `N:after-rename`) aborts the process at the N-th world write (a
+//!   journal line or a whole new `world.json`) before it takes effect (or
+//!   once it is durable).
 //! - [`TEST_FAIL_WORLD_WRITE_ENV`] (`FAILBACK_TEST_FAIL_WORLD_WRITE=N`) and
 //!   [`TEST_FAIL_WORLD_FSYNC_ENV`] (`FAILBACK_TEST_FAIL_WORLD_FSYNC=N`) make
-//!   the N-th write of `world.json` fail with ENOSPC, or its fsync with EIO.
+//!   the N-th world write fail with ENOSPC, or its fsync with EIO.
+//! - [`TEST_COMPACT_AT_ENV`] (`FAILBACK_TEST_COMPACT_AT=BYTES`) writes a
+//!   whole new world once the journal would pass `BYTES`.
 //! - [`TEST_FAIL_DISK_WRITE_ENV`] (`FAILBACK_TEST_FAIL_DISK_WRITE=N`) makes
 //!   every disk sync fail with ENOSPC at target offset `N`;
 //!   [`TEST_FAIL_DISK_FSYNC_ENV`] (`FAILBACK_TEST_FAIL_DISK_FSYNC=N`) makes
@@ -62,12 +70,12 @@ mod error;
 mod faults;
 mod guest;
 mod init;
+mod store;
 mod world;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,14 +86,17 @@ pub use error::LabError;
 pub use faults::{Fault, TEST_LOSE_REPLY_ENV, inject_fault};
 pub use guest::{DiskWrite, GuestWrite, write_guest_blocks};
 pub use init::{InitOptions, MAX_DISKS, init, parse_size};
+pub use store::{
+    COMPACT_AT, JOURNAL_PREFIX, TEST_ABORT_AT_WORLD_WRITE_ENV, TEST_COMPACT_AT_ENV,
+    TEST_FAIL_WORLD_FSYNC_ENV, TEST_FAIL_WORLD_WRITE_ENV,
+};
 pub use world::{
     DISKS_DIR, EVENTS_FILE, LOCK_FILE, LabDisk, LabHost, LabVm, LabWorld, NetworkAttachment,
     PrimarySite, PrimaryVm, Protection, RecoverySite, RecoveryVm, Replica, Site,
-    TEST_ABORT_AT_WORLD_WRITE_ENV, TEST_FAIL_WORLD_FSYNC_ENV, TEST_FAIL_WORLD_WRITE_ENV,
     VerificationRecord, VmFaults, WORLD_FILE, WORLD_VERSION,
 };
 
-use world::Lab;
+use store::Lab;
 
 use super::{
     BoxFuture, FailbackRequest, ObservedHost, ObservedVm, ProgressFn, Provider, ProviderError,
@@ -134,7 +145,7 @@ impl LabProvider {
         F: FnOnce(&Lab) -> Result<T, LabError> + Send + 'static,
     {
         let lab = Arc::clone(&self.lab);
-        let latency = blocking(Arc::clone(&lab), |lab| Ok(lab.read()?.latency_ms)).await?;
+        let latency = blocking(Arc::clone(&lab), |lab| lab.with_world(|w| w.latency_ms)).await?;
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
@@ -156,7 +167,7 @@ where
 impl Provider for LabProvider {
     fn observe<'a>(&'a self, plan: &'a FailbackPlan) -> BoxFuture<'a, ProviderResult<World>> {
         let names: Vec<String> = plan.vms().map(|(_, vm)| vm.name.to_string()).collect();
-        Box::pin(self.run(move |lab| Ok(observe_world(&lab.read()?, &names))))
+        Box::pin(self.run(move |lab| lab.with_vms(&names, observe_world)))
     }
 
     fn observe_vm<'a>(
@@ -165,7 +176,7 @@ impl Provider for LabProvider {
         vm: &'a str,
     ) -> BoxFuture<'a, ProviderResult<World>> {
         let names = vec![vm.to_owned()];
-        Box::pin(self.run(move |lab| Ok(observe_world(&lab.read()?, &names))))
+        Box::pin(self.run(move |lab| lab.with_vms(&names, observe_world)))
     }
 
     fn start_failback<'a>(
@@ -220,10 +231,9 @@ impl Provider for LabProvider {
     }
 }
 
-/// The provider's view of the world for the VMs named (those the lab does
-/// not know are left out). vSwitches are unknown (`None`) on a host that
-/// cannot be reached.
-fn observe_world(world: &LabWorld, names: &[String]) -> World {
+/// The provider's view of `world` for `vms`. vSwitches are unknown (`None`)
+/// on a host that cannot be reached.
+fn observe_world(world: &LabWorld, vms: Vec<&LabVm>) -> World {
     let hosts = world
         .primary
         .hosts
@@ -237,10 +247,8 @@ fn observe_world(world: &LabWorld, names: &[String]) -> World {
             }
         })
         .collect();
-    let by_name: HashMap<&str, &LabVm> = world.vms.iter().map(|v| (v.name.as_str(), v)).collect();
-    let vms = names
-        .iter()
-        .filter_map(|name| by_name.get(name.as_str()).copied())
+    let vms = vms
+        .into_iter()
         .map(|vm| ObservedVm {
             name: vm.name.clone(),
             state: vm.state,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::actions;
-use super::world::Lab;
+use super::store::Lab;
 use super::*;
 use crate::plan::{FailbackPlan, SyncMode};
 use crate::provider::{FailbackRequest, Lifecycle, Progress, ProgressFn, Provider, ProviderError};
@@ -651,7 +651,7 @@ async fn every_action_is_idempotent() {
     p.start_failback(&odd, quiet()).await.unwrap();
     {
         let mut locked = t.lab.lock().unwrap();
-        locked.world.vm_mut(ODD).unwrap().state = Lifecycle::Syncing;
+        locked.vm_mut(ODD).unwrap().state = Lifecycle::Syncing;
         locked.save().unwrap();
     }
     p.start_failback(&odd, quiet()).await.unwrap();
@@ -990,4 +990,232 @@ async fn latency_delays_every_operation() {
     t.provider.observe(&plan()).await.unwrap();
     t.provider.commit("app-01").await.unwrap_err();
     assert!(started.elapsed() >= std::time::Duration::from_millis(80));
+}
+
+// ------------------------------------------------------------ world store
+
+/// A plan of `n` VMs on one host, for the store's tests.
+fn plan_of(n: usize) -> FailbackPlan {
+    let vms: Vec<_> = (0..n)
+        .map(|i| serde_json::json!({ "name": format!("vm-{i:04}"), "host": "hv-01" }))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "failback/v1",
+        "kind": "FailbackPlan",
+        "metadata": { "name": "store-test" },
+        "spec": {
+            "primary": { "site": "dc1", "hosts": [ { "name": "hv-01", "vswitches": ["Production"] } ] },
+            "recovery": { "site": "azure" },
+            "groups": [ { "name": "all", "vms": vms } ]
+        }
+    }))
+    .unwrap()
+}
+
+/// A lab of `n` VMs with empty disks (no data to write).
+fn store_lab(n: usize) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("lab");
+    let opts = InitOptions {
+        disk_size: 4096,
+        ..InitOptions::default()
+    };
+    init(&dir, &plan_of(n), &opts).unwrap();
+    (tmp, dir)
+}
+
+fn journals(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(JOURNAL_PREFIX))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Changes one VM under the lock and saves it.
+fn bump(lab: &Lab, vm: &str) {
+    let mut locked = lab.lock().unwrap();
+    locked.vm_mut(vm).unwrap().days_in_recovery += 1;
+    locked.save().unwrap();
+}
+
+#[test]
+fn a_save_appends_the_changed_vm_and_leaves_the_world_file_alone() {
+    let (_tmp, dir) = store_lab(500);
+    let world_file = dir.join(WORLD_FILE);
+    let before = fs::read(&world_file).unwrap();
+    let lab = Lab::open(&dir).unwrap();
+    bump(&lab, "vm-0042");
+    bump(&lab, "vm-0007");
+
+    // The world file is untouched; the journal holds two lines, each about
+    // one VM's size, not the world's.
+    assert_eq!(fs::read(&world_file).unwrap(), before);
+    assert_eq!(journals(&dir), vec![format!("{JOURNAL_PREFIX}0")]);
+    let journal = fs::read(dir.join(format!("{JOURNAL_PREFIX}0"))).unwrap();
+    assert_eq!(journal.iter().filter(|&&b| b == b'\n').count(), 2);
+    assert!(
+        journal.len() * 50 < before.len(),
+        "{} vs {}",
+        journal.len(),
+        before.len()
+    );
+
+    // Another process (a fresh Lab) and this one see the same world.
+    let fresh = show(&dir).unwrap();
+    assert_eq!(fresh, lab.read().unwrap());
+    assert_eq!(fresh.vm("vm-0042").unwrap().days_in_recovery, 4);
+    assert_eq!(fresh.vm("vm-0007").unwrap().days_in_recovery, 4);
+    assert_eq!(fresh.vm("vm-0008").unwrap().days_in_recovery, 3);
+}
+
+#[test]
+fn the_journal_is_folded_into_a_new_world_file_once_it_outgrows_it() {
+    let (_tmp, dir) = store_lab(3);
+    let lab = Lab::open(&dir).unwrap();
+    let mut numbers = std::collections::BTreeSet::new();
+    for i in 0..200 {
+        bump(&lab, &format!("vm-{:04}", i % 3));
+        let names = journals(&dir);
+        assert!(names.len() <= 1, "one journal at a time: {names:?}");
+        let on_disk = fs::metadata(dir.join(WORLD_FILE)).unwrap().len();
+        let journal: u64 = names
+            .iter()
+            .map(|n| fs::metadata(dir.join(n)).unwrap().len())
+            .sum();
+        assert!(journal <= on_disk.max(COMPACT_AT), "{journal} > {on_disk}");
+        numbers.extend(names);
+    }
+    assert!(numbers.len() > 2, "compacted more than once: {numbers:?}");
+    let world = show(&dir).unwrap();
+    let days: Vec<u32> = world.vms.iter().map(|v| v.days_in_recovery).collect();
+    assert_eq!(days, vec![3 + 67, 3 + 67, 3 + 66]);
+    assert_eq!(world.journal, 0, "the store's bookkeeping is not shown");
+}
+
+#[test]
+fn two_labs_on_one_directory_see_each_others_saves() {
+    let (_tmp, dir) = store_lab(4);
+    let (a, b) = (Lab::open(&dir).unwrap(), Lab::open(&dir).unwrap());
+    for i in 0..120 {
+        let (lab, vm) = if i % 2 == 0 {
+            (&a, "vm-0001")
+        } else {
+            (&b, "vm-0002")
+        };
+        bump(lab, vm);
+        // Each reads the other's saves, across compactions.
+        assert_eq!(a.read().unwrap(), b.read().unwrap(), "after save {i}");
+    }
+    let world = show(&dir).unwrap();
+    assert_eq!(world.vm("vm-0001").unwrap().days_in_recovery, 63);
+    assert_eq!(world.vm("vm-0002").unwrap().days_in_recovery, 63);
+}
+
+#[test]
+fn a_change_not_saved_is_forgotten() {
+    let (_tmp, dir) = store_lab(2);
+    let lab = Lab::open(&dir).unwrap();
+    {
+        let mut locked = lab.lock().unwrap();
+        locked.vm_mut("vm-0001").unwrap().days_in_recovery = 99;
+        locked.primary_mut().connected = false;
+        // Dropped without a save (an action that failed halfway).
+    }
+    let world = lab.read().unwrap();
+    assert_eq!(world.vm("vm-0001").unwrap().days_in_recovery, 3);
+    assert!(world.primary.connected);
+    assert_eq!(world, show(&dir).unwrap());
+}
+
+#[test]
+fn a_torn_last_line_is_ignored_then_cut_off_and_a_damaged_one_is_an_error() {
+    let (_tmp, dir) = store_lab(2);
+    let lab = Lab::open(&dir).unwrap();
+    bump(&lab, "vm-0000");
+    let path = dir.join(format!("{JOURNAL_PREFIX}0"));
+    let whole = fs::read(&path).unwrap();
+    let expected = show(&dir).unwrap();
+
+    // A crash halfway through the next line: readers see the world as saved.
+    let torn = &whole[..whole.len() / 2];
+    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, torn).unwrap();
+    assert_eq!(show(&dir).unwrap(), expected);
+    // Torn with its end of line (a lost page): still ignored.
+    std::io::Write::write_all(&mut file, b"\n").unwrap();
+    assert_eq!(show(&dir).unwrap(), expected);
+
+    // The next save cuts it off before appending.
+    let fresh = Lab::open(&dir).unwrap();
+    bump(&fresh, "vm-0001");
+    let lines = fs::read(&path).unwrap();
+    assert_eq!(lines.iter().filter(|&&b| b == b'\n').count(), 2);
+    assert_eq!(&lines[..whole.len()], &whole[..]);
+    let world = show(&dir).unwrap();
+    assert_eq!(world.vm("vm-0001").unwrap().days_in_recovery, 4);
+
+    // A damaged line with a whole one after it is corruption, named.
+    let mut damaged = lines.clone();
+    damaged[40] ^= 1;
+    fs::write(&path, &damaged).unwrap();
+    let e = show(&dir).unwrap_err();
+    assert!(
+        e.to_string().contains(&path.display().to_string())
+            && e.to_string().contains("damaged")
+            && e.to_string().contains("lab init PLAN --force"),
+        "{e}"
+    );
+}
+
+#[test]
+fn lab_init_force_removes_the_old_journal() {
+    let (_tmp, dir) = store_lab(2);
+    let lab = Lab::open(&dir).unwrap();
+    bump(&lab, "vm-0000");
+    assert_eq!(journals(&dir).len(), 1);
+    let opts = InitOptions {
+        disk_size: 4096,
+        force: true,
+        ..InitOptions::default()
+    };
+    init(&dir, &plan_of(2), &opts).unwrap();
+    assert!(journals(&dir).is_empty());
+    assert_eq!(
+        show(&dir).unwrap().vm("vm-0000").unwrap().days_in_recovery,
+        3
+    );
+    // A Lab opened before sees the new world, not its cached one.
+    assert_eq!(lab.read().unwrap(), show(&dir).unwrap());
+}
+
+#[test]
+fn steps_read_only_what_changed_never_the_whole_world_again() {
+    let (_tmp, dir) = store_lab(3);
+    let lab = Lab::open(&dir).unwrap();
+    assert_eq!(lab.loads(), 1);
+    // A change dropped unsaved is undone in place.
+    {
+        let mut locked = lab.lock().unwrap();
+        locked.vm_mut("vm-0000").unwrap().days_in_recovery = 50;
+    }
+    assert_eq!(lab.vm("vm-0000").unwrap().days_in_recovery, 3);
+    // A save that changes nothing writes nothing.
+    {
+        let mut locked = lab.lock().unwrap();
+        locked.vm_mut("vm-0001").unwrap().days_in_recovery = 3;
+        locked.primary_mut().connected = true;
+        locked.save().unwrap();
+    }
+    assert!(journals(&dir).is_empty());
+    // Saves of this lab and of another one are read as lines.
+    bump(&lab, "vm-0002");
+    bump(&Lab::open(&dir).unwrap(), "vm-0001");
+    let world = lab.read().unwrap();
+    assert_eq!(world.vm("vm-0001").unwrap().days_in_recovery, 4);
+    assert_eq!(world.vm("vm-0002").unwrap().days_in_recovery, 4);
+    assert_eq!(lab.loads(), 1, "the world was read whole again");
+    assert_eq!(world, show(&dir).unwrap());
 }

@@ -1,12 +1,9 @@
-//! The lab world on disk: `world.json` (its model, reading, atomic and
-//! durable replacement), the `world.lock` that serialises read-modify-write
-//! cycles between processes, `events.jsonl`, and where disk images live.
+//! The lab world's model (`LabWorld`, as `world.json` and `lab show
+//! --format json` hold it) and the names of the lab's files; `store.rs`
+//! reads and saves it.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +13,8 @@ use crate::plan::SyncMode;
 use crate::provider::Lifecycle;
 use crate::sync::FileStamp;
 
-/// The world file, in the lab directory.
+/// The world file, in the lab directory (continued by its journal: see
+/// `store.rs`).
 pub const WORLD_FILE: &str = "world.json";
 /// Locked exclusively for each read-modify-write of the world.
 pub const LOCK_FILE: &str = "world.lock";
@@ -45,6 +43,14 @@ pub struct LabWorld {
     /// `lab write` calls without `--seed` so far: each draws fresh blocks.
     #[serde(default)]
     pub guest_writes: u64,
+    /// The number of the journal that continues `world.json` (the lab's
+    /// store, see `store.rs`); 0 and absent in `lab show`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub journal: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -253,6 +259,17 @@ pub struct VmFaults {
     pub stuck_shutdown: bool,
 }
 
+impl PrimarySite {
+    pub fn host_mut(&mut self, name: &str) -> Result<&mut LabHost, LabError> {
+        self.hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .ok_or_else(|| LabError::UnknownHost {
+                host: name.to_owned(),
+            })
+    }
+}
+
 impl LabWorld {
     pub fn vm(&self, name: &str) -> Result<&LabVm, LabError> {
         self.vms
@@ -276,16 +293,6 @@ impl LabWorld {
         self.primary.hosts.iter().find(|h| h.name == name)
     }
 
-    pub fn host_mut(&mut self, name: &str) -> Result<&mut LabHost, LabError> {
-        self.primary
-            .hosts
-            .iter_mut()
-            .find(|h| h.name == name)
-            .ok_or_else(|| LabError::UnknownHost {
-                host: name.to_owned(),
-            })
-    }
-
     /// Fails unless the primary site and `host` are connected.
     pub fn require_reachable(&self, host: &str) -> Result<(), LabError> {
         if !self.primary.connected {
@@ -303,315 +310,6 @@ impl LabWorld {
             Some(_) => Ok(()),
         }
     }
-}
-
-/// A lab directory (absolute). Cheap to share between threads.
-#[derive(Clone, Debug)]
-pub(crate) struct Lab {
-    dir: PathBuf,
-}
-
-impl Lab {
-    /// The lab in `dir`, which must hold a world.
-    pub(crate) fn open(dir: &Path) -> Result<Lab, LabError> {
-        if !dir.join(WORLD_FILE).is_file() {
-            return Err(LabError::NoWorld {
-                dir: dir.to_path_buf(),
-            });
-        }
-        let dir = fs::canonicalize(dir).map_err(LabError::io("resolving", dir))?;
-        let lab = Lab { dir };
-        lab.read()?;
-        Ok(lab)
-    }
-
-    /// A lab in `dir` (absolute), which may not hold a world yet.
-    pub(crate) fn at(dir: PathBuf) -> Lab {
-        Lab { dir }
-    }
-
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub(crate) fn world_path(&self) -> PathBuf {
-        self.dir.join(WORLD_FILE)
-    }
-
-    pub(crate) fn events_path(&self) -> PathBuf {
-        self.dir.join(EVENTS_FILE)
-    }
-
-    pub(crate) fn disks_dir(&self) -> PathBuf {
-        self.dir.join(DISKS_DIR)
-    }
-
-    /// Where disk `disk` of the VM stored in `vm_dir` lives on `side`
-    /// (`recovery`, `primary` or `replica`).
-    pub(crate) fn disk_path(&self, vm_dir: &str, side: &str, disk: &str) -> PathBuf {
-        self.disks_dir()
-            .join(vm_dir)
-            .join(side)
-            .join(format!("{disk}.img"))
-    }
-
-    /// Reads the world without the lock: writers replace `world.json` by an
-    /// atomic rename, so a reader sees a whole world, old or new.
-    pub(crate) fn read(&self) -> Result<LabWorld, LabError> {
-        let path = self.world_path();
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LabError::NoWorld {
-                    dir: self.dir.clone(),
-                });
-            }
-            Err(e) => return Err(LabError::io("reading", &path)(e)),
-        };
-        let world: LabWorld =
-            serde_json::from_slice(&bytes).map_err(|source| LabError::Corrupt {
-                path: path.clone(),
-                source,
-            })?;
-        self.check(&path, &world)?;
-        Ok(world)
-    }
-
-    /// Refuses a world this build cannot use, or one whose disk paths lie
-    /// outside the lab's `disks/` directory (the lab writes and deletes them).
-    fn check(&self, path: &Path, world: &LabWorld) -> Result<(), LabError> {
-        let invalid = |reason: String| LabError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if world.version != WORLD_VERSION {
-            return Err(invalid(format!(
-                "its version is {}, this build reads version {WORLD_VERSION}",
-                world.version
-            )));
-        }
-        let disks_dir = self.disks_dir();
-        for vm in &world.vms {
-            let replica = vm.replica.iter().flat_map(|r| &r.disks);
-            for disk in vm
-                .recovery
-                .disks
-                .iter()
-                .chain(&vm.primary.disks)
-                .chain(replica)
-            {
-                let inside = disk.path.starts_with(&disks_dir)
-                    && !disk
-                        .path
-                        .components()
-                        .any(|c| matches!(c, Component::ParentDir));
-                if !inside {
-                    return Err(invalid(format!(
-                        "disk '{}' of VM '{}' is at {}, outside {}",
-                        disk.name,
-                        vm.name,
-                        disk.path.display(),
-                        disks_dir.display()
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes the world lock (blocking until other processes release it).
-    pub(crate) fn lock_file(&self) -> Result<File, LabError> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(LabError::io("opening the lock", &path))?;
-        file.lock().map_err(LabError::io("locking", &path))?;
-        Ok(file)
-    }
-
-    /// Takes the world lock and reads the world: the start of every
-    /// read-modify-write. The lock is released when the result is dropped.
-    pub(crate) fn lock(&self) -> Result<Locked<'_>, LabError> {
-        let lock = self.lock_file()?;
-        let world = self.read()?;
-        Ok(Locked {
-            lab: self,
-            _lock: lock,
-            world,
-        })
-    }
-}
-
-/// The world, read under the lock; [`Locked::save`] persists changes.
-pub(crate) struct Locked<'a> {
-    lab: &'a Lab,
-    _lock: File,
-    pub(crate) world: LabWorld,
-}
-
-impl Locked<'_> {
-    /// Replaces `world.json` atomically and durably.
-    pub(crate) fn save(&self) -> Result<(), LabError> {
-        save_world(self.lab, &self.world)
-    }
-
-    /// Appends one record to `events.jsonl` (under the lock, so records of
-    /// concurrent processes never interleave), durably.
-    pub(crate) fn append_event(&self, record: &serde_json::Value) -> Result<(), LabError> {
-        append_event(self.lab, record)
-    }
-}
-
-/// Writes `world` to `world.json`: temporary file, fsync, rename, fsync of
-/// the directory. A crash leaves the old world or the new one.
-pub(crate) fn save_world(lab: &Lab, world: &LabWorld) -> Result<(), LabError> {
-    let path = lab.world_path();
-    let mut bytes = serde_json::to_vec_pretty(world).map_err(|source| LabError::Corrupt {
-        path: path.clone(),
-        source,
-    })?;
-    bytes.push(b'\n');
-    atomic_write(&path, &bytes)
-}
-
-/// Test-only fault point (debug builds only; release builds ignore it):
-/// `FAILBACK_TEST_FAIL_WORLD_WRITE=N` makes the N-th world write of the
-/// process fail as a full disk would (ENOSPC while writing the temporary
-/// file). Never set it otherwise.
-pub const TEST_FAIL_WORLD_WRITE_ENV: &str = "FAILBACK_TEST_FAIL_WORLD_WRITE";
-/// Test-only fault point (debug builds only): `FAILBACK_TEST_FAIL_WORLD_FSYNC=N`
-/// makes the fsync of the N-th world write's temporary file fail with EIO.
-pub const TEST_FAIL_WORLD_FSYNC_ENV: &str = "FAILBACK_TEST_FAIL_WORLD_FSYNC";
-/// Test-only crash point (debug builds only): `FAILBACK_TEST_ABORT_AT_WORLD_WRITE=N`
-/// aborts the process (as `kill -9` would) at the N-th world write, after
-/// its temporary file is written and fsynced and before the rename;
-/// `N:after-rename` aborts once the new world is in place instead.
-pub const TEST_ABORT_AT_WORLD_WRITE_ENV: &str = "FAILBACK_TEST_ABORT_AT_WORLD_WRITE";
-
-/// What a test fault point does to one world write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WriteFault {
-    None,
-    Enospc,
-    FsyncEio,
-    AbortBeforeRename,
-    AbortAfterRename,
-}
-
-/// The fault, if any, the test hooks put on the `n`-th (1-based) world
-/// write of this process. Always `None` in release builds.
-fn write_fault(n: u64) -> WriteFault {
-    if !cfg!(debug_assertions) {
-        return WriteFault::None;
-    }
-    let at = |var: &str| -> Option<(u64, String)> {
-        let text = std::env::var(var).ok()?;
-        let (count, suffix) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
-        Some((count.parse().ok()?, suffix.to_owned()))
-    };
-    if at(TEST_FAIL_WORLD_WRITE_ENV).is_some_and(|(at, _)| at == n) {
-        return WriteFault::Enospc;
-    }
-    if at(TEST_FAIL_WORLD_FSYNC_ENV).is_some_and(|(at, _)| at == n) {
-        return WriteFault::FsyncEio;
-    }
-    match at(TEST_ABORT_AT_WORLD_WRITE_ENV) {
-        Some((at, suffix)) if at == n && suffix == "after-rename" => WriteFault::AbortAfterRename,
-        Some((at, _)) if at == n => WriteFault::AbortBeforeRename,
-        _ => WriteFault::None,
-    }
-}
-
-fn injected(kind: std::io::ErrorKind, what: &str, var: &str) -> std::io::Error {
-    std::io::Error::new(kind, format!("{what} (injected by {var})"))
-}
-
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let fault = write_fault(n + 1);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let written = File::create(&tmp).and_then(|mut file| {
-        if fault == WriteFault::Enospc {
-            return Err(injected(
-                std::io::ErrorKind::StorageFull,
-                "no space left on device",
-                TEST_FAIL_WORLD_WRITE_ENV,
-            ));
-        }
-        file.write_all(bytes)?;
-        if fault == WriteFault::FsyncEio {
-            return Err(injected(
-                std::io::ErrorKind::Other,
-                "input/output error on fsync",
-                TEST_FAIL_WORLD_FSYNC_ENV,
-            ));
-        }
-        file.sync_all()
-    });
-    if let Err(e) = written {
-        // Best effort: the write error is the one worth reporting. After a
-        // failed fsync the temporary file is abandoned, never fsynced again
-        // (its pages may already be lost); the old world stays in place.
-        let _ = fs::remove_file(&tmp);
-        return Err(LabError::WorldWrite {
-            path: path.to_path_buf(),
-            tmp,
-            source: e,
-        });
-    }
-    if fault == WriteFault::AbortBeforeRename {
-        std::process::abort();
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(LabError::io("replacing", path)(e));
-    }
-    sync_dir(dir)?;
-    if fault == WriteFault::AbortAfterRename {
-        std::process::abort();
-    }
-    Ok(())
-}
-
-/// Makes the entries of `dir` (created, renamed or removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LabError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(LabError::io("flushing the directory", dir))
-    }
-    #[cfg(not(unix))]
-    {
-        // std cannot fsync a directory here; NTFS journals its entries.
-        let _ = dir;
-        Ok(())
-    }
-}
-
-fn append_event(lab: &Lab, record: &serde_json::Value) -> Result<(), LabError> {
-    let path = lab.events_path();
-    let mut line = record.to_string();
-    line.push('\n');
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| {
-            file.write_all(line.as_bytes())?;
-            file.sync_data()
-        })
-        .map_err(LabError::io("appending to", &path))
 }
 
 /// Milliseconds since the Unix epoch.
