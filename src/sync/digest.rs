@@ -9,7 +9,10 @@ use std::sync::{LazyLock, OnceLock};
 
 use super::os::{open_source, read_exact_at};
 use super::persist::{CHECKSUM_LEN, Decoder, Encoder, atomic_write, checksum_parts};
+use rayon::prelude::*;
+
 use super::pipeline::{Run, block_runs, run_extents, whole_file};
+use super::segment::{SEGMENT_BLOCKS, SegmentDigest, root_of, segment_digest, segments_for};
 use super::{BLOCK, ChangeMap, DecodeError, SyncError};
 
 /// The digest of one block: 16 bytes.
@@ -17,8 +20,8 @@ pub type BlockDigest = [u8; 16];
 
 /// Identifies [`block_digest`]'s algorithm in digest files and image digests;
 /// changing the hash means changing this.
-const ALGORITHM_ID: u32 = 1;
-const ALGORITHM_NAME: &str = "BLAKE3-128";
+pub(crate) const ALGORITHM_ID: u32 = 1;
+pub(crate) const ALGORITHM_NAME: &str = "BLAKE3-128";
 
 /// The digest of one block (of up to [`BLOCK`] bytes): BLAKE3, truncated to
 /// 128 bits. The one place the block hash is chosen.
@@ -83,6 +86,9 @@ pub(crate) fn hash_blocks(buf: &[u8]) -> Vec<BlockDigest> {
 pub struct Digests {
     file_len: u64,
     blocks: Vec<BlockDigest>,
+    /// The segment digests ([`super::segment`]), once computed; reset by
+    /// every change.
+    segments: OnceLock<Vec<SegmentDigest>>,
     /// [`Digests::root`], once computed; reset by every change.
     root: OnceLock<ImageDigest>,
 }
@@ -95,10 +101,11 @@ impl PartialEq for Digests {
 
 impl Eq for Digests {}
 
-const DIGESTS_MAGIC: &[u8; 8] = b"FBDIGEST";
+pub(crate) const DIGESTS_MAGIC: &[u8; 8] = b"FBDIGEST";
 /// Magic, version, block size, algorithm, file length, block count.
-const DIGESTS_HEADER: usize = 8 + 4 + 4 + 4 + 8 + 8;
-const DIGESTS_VERSION: u32 = 1;
+pub(crate) const DIGESTS_HEADER: usize = 8 + 4 + 4 + 4 + 8 + 8;
+/// 2: the segment digests follow the header, then the block digests.
+pub(crate) const DIGESTS_VERSION: u32 = 2;
 
 impl Digests {
     /// Callers pass one digest per block of a `file_len`-byte file.
@@ -106,6 +113,7 @@ impl Digests {
         Digests {
             file_len,
             blocks,
+            segments: OnceLock::new(),
             root: OnceLock::new(),
         }
     }
@@ -130,40 +138,28 @@ impl Digests {
         usize::try_from(block).ok().and_then(|i| self.blocks.get(i))
     }
 
-    /// The image digest: BLAKE3 (keyed by a context naming the format and
-    /// the block hash) over the file length and every block digest in order.
-    /// Two files have the same root exactly when they have the same length
-    /// and the same block digests.
+    /// The image digest, in two levels: the block digests are cut into
+    /// segments of [`SEGMENT_BLOCKS`] and each segment hashed (BLAKE3, keyed
+    /// by a context naming the format); the root is BLAKE3 (keyed likewise)
+    /// over the file length and the segment digests in order. Two files have
+    /// the same root exactly when they have the same length and the same
+    /// block digests (up to a BLAKE3 collision). The levels let phase 2
+    /// check and update the root from the segments its changed blocks fall
+    /// in (`src/sync/segment.rs`).
     pub fn root(&self) -> ImageDigest {
-        *self.root.get_or_init(|| self.compute_root())
+        *self
+            .root
+            .get_or_init(|| root_of(self.file_len, self.segments()))
     }
 
-    fn compute_root(&self) -> ImageDigest {
-        let mut hasher = root_hasher(self.file_len);
-        // One call over the whole list, on every core: a call per 16-byte
-        // digest would cost a function call each. (`update_rayon` hashes
-        // small inputs on the calling thread; the result is the same.)
-        hasher.update_rayon(self.blocks.as_flattened());
-        ImageDigest(*hasher.finalize().as_bytes())
-    }
-
-    /// The root of these digests with `stale`'s written over them, computed
-    /// without building that list (when the length did not change).
-    pub(crate) fn root_with(&self, stale: &StaleBlocks) -> ImageDigest {
-        if stale.len != self.file_len {
-            let mut list = self.clone();
-            stale.clone().apply(&mut list);
-            return list.root();
-        }
-        let mut hasher = root_hasher(self.file_len);
-        let mut at = 0;
-        for (first, blocks) in &stale.runs {
-            hasher.update_rayon(self.blocks[at..*first].as_flattened());
-            hasher.update(blocks.as_flattened());
-            at = first + blocks.len();
-        }
-        hasher.update_rayon(self.blocks[at..].as_flattened());
-        ImageDigest(*hasher.finalize().as_bytes())
+    /// The segment digests, hashed on every core once.
+    pub(crate) fn segments(&self) -> &[SegmentDigest] {
+        self.segments.get_or_init(|| {
+            self.blocks
+                .par_chunks(SEGMENT_BLOCKS)
+                .map(segment_digest)
+                .collect()
+        })
     }
 
     /// The first block whose digest differs from `other`'s, counting a block
@@ -184,14 +180,15 @@ impl Digests {
 
     /// The serialised form (framed, checksummed; see [`Digests::save`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Encoder::new(DIGESTS_MAGIC, DIGESTS_VERSION, self.blocks.len() * 16 + 24);
+        let segments = self.segments();
+        let capacity = segments.len() * 32 + self.blocks.len() * 16 + 24;
+        let mut out = Encoder::new(DIGESTS_MAGIC, DIGESTS_VERSION, capacity);
         out.u32(BLOCK as u32);
         out.u32(ALGORITHM_ID);
         out.u64(self.file_len);
         out.u64(self.block_count());
-        for block in &self.blocks {
-            out.raw(block);
-        }
+        out.raw(segments.as_flattened());
+        out.raw(self.blocks.as_flattened());
         out.finish()
     }
 
@@ -202,8 +199,13 @@ impl Digests {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut input = Decoder::new(bytes, DIGESTS_MAGIC, DIGESTS_VERSION)?;
         let (file_len, count) = Digests::header_fields(&mut input)?;
-        let body = input.rest(count.saturating_mul(16))?;
-        let blocks = body
+        let segments = segments_for(count).saturating_mul(32);
+        let body = input.rest(segments.saturating_add(count.saturating_mul(16)))?;
+        // The segment digests are computed again when needed: the checksum
+        // vouches for the file, not for how it was made.
+        let blocks = body[usize::try_from(segments)
+            .unwrap_or(usize::MAX)
+            .min(body.len())..]
             .chunks_exact(16)
             .map(|chunk| {
                 let mut digest = [0u8; 16];
@@ -254,7 +256,7 @@ impl Digests {
         let mut header = [0u8; DIGESTS_HEADER];
         let frame = (DIGESTS_HEADER + CHECKSUM_LEN) as u64;
         let (file_len, count) = match file.read_exact(&mut header) {
-            Ok(()) if size >= frame => Digests::parse_header(&header).map_err(corrupt)?,
+            Ok(()) if size >= frame => parse_header(&header).map_err(corrupt)?,
             // Too short for a header: the full decoder says how.
             _ => {
                 let bytes = std::fs::read(path).map_err(read_failed)?;
@@ -265,29 +267,28 @@ impl Digests {
                 ));
             }
         };
-        let body = count.saturating_mul(16);
+        let nseg = segments_for(count);
+        let body = nseg
+            .saturating_mul(32)
+            .saturating_add(count.saturating_mul(16));
         if size.saturating_sub(frame) != body {
             return Err(corrupt(DecodeError::Length {
                 announced: body,
                 found: size.saturating_sub(frame),
             }));
         }
+        let mut segments = vec![[0u8; 32]; usize::try_from(nseg).unwrap_or(usize::MAX)];
         let mut blocks = vec![[0u8; 16]; usize::try_from(count).unwrap_or(usize::MAX)];
         let mut sum = [0u8; CHECKSUM_LEN];
-        file.read_exact(blocks.as_flattened_mut())
+        file.read_exact(segments.as_flattened_mut())
+            .and_then(|()| file.read_exact(blocks.as_flattened_mut()))
             .and_then(|()| file.read_exact(&mut sum))
             .map_err(read_failed)?;
-        if checksum_parts(&[&header, blocks.as_flattened()]) != sum {
+        let parts = [&header[..], segments.as_flattened(), blocks.as_flattened()];
+        if checksum_parts(&parts) != sum {
             return Err(corrupt(DecodeError::Checksum));
         }
         Ok(Digests::from_parts(file_len, blocks))
-    }
-
-    /// The header fields [`Digests::to_bytes`] writes before the digests,
-    /// checked: returns the file length and the block count.
-    fn parse_header(header: &[u8; DIGESTS_HEADER]) -> Result<(u64, u64), DecodeError> {
-        let mut input = Decoder::unchecked(header, DIGESTS_MAGIC, DIGESTS_VERSION)?;
-        Digests::header_fields(&mut input)
     }
 
     fn header_fields(input: &mut Decoder) -> Result<(u64, u64), DecodeError> {
@@ -424,12 +425,11 @@ pub fn refresh_digests(
     Ok(())
 }
 
-/// The hasher of [`Digests::root`], fed with the length.
-fn root_hasher(file_len: u64) -> blake3::Hasher {
-    let context = format!("failback sync image digest v1 {ALGORITHM_NAME} blocks of {BLOCK}");
-    let mut hasher = blake3::Hasher::new_derive_key(&context);
-    hasher.update(&file_len.to_le_bytes());
-    hasher
+/// The header fields [`Digests::to_bytes`] writes before the digests,
+/// checked: returns the file length and the block count.
+pub(crate) fn parse_header(header: &[u8; DIGESTS_HEADER]) -> Result<(u64, u64), DecodeError> {
+    let mut input = Decoder::unchecked(header, DIGESTS_MAGIC, DIGESTS_VERSION)?;
+    Digests::header_fields(&mut input)
 }
 
 /// The blocks of a file that differ from what its digests said (the blocks
@@ -471,6 +471,7 @@ impl StaleBlocks {
     /// `digests` brought up to date.
     pub(crate) fn apply(self, digests: &mut Digests) {
         digests.root = OnceLock::new();
+        digests.segments = OnceLock::new();
         digests
             .blocks
             .resize(blocks_for(self.len) as usize, zero_digest(BLOCK));

@@ -98,4 +98,6 @@ pub enum DecodeError {
     Length { announced: u64, found: u64 },
     #[error("its checksum does not match its content (truncated or corrupted)")]
     Checksum,
+    #[error("its digests do not match the image digest recorded for them (stale or corrupted)")]
+    Digest,
 }

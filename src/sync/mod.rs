@@ -15,8 +15,10 @@
 //!
 //! Every disk is cut into [`BLOCK`]-byte blocks (the last one may be shorter);
 //! each block has a 16-byte [`BlockDigest`] (see [`block_digest`] for the hash
-//! and why), and a whole image has an [`ImageDigest`], the hash over its
-//! length and its block digests in order (a one-level hash tree root).
+//! and why), and a whole image has an [`ImageDigest`], the root of a
+//! two-level hash tree: block digests in segments of [`SEGMENT_BLOCKS`], each
+//! segment hashed, and the root over the length and the segment digests in
+//! order ([`Digests::root`]).
 //!
 //! All functions block the calling thread (call them from
 //! `tokio::task::spawn_blocking` in async code); hashing and I/O run in
@@ -81,6 +83,15 @@
 //! the same reason, a [`ChangeMap`] file that is missing means "recording never
 //! started", never "nothing changed": [`ChangeMap::load`] fails on it.
 //!
+//! `D1` can be read back in part. [`PhaseTwo::from_file`] reads from the file
+//! [`Digests::save`] wrote only the segment digests, and accepts them only if
+//! they hash, with the length, to the image digest of `D1` recorded when
+//! phase 1 returned; it then reads the block digests of the segments that
+//! `C` touches, each accepted only if it hashes to its segment digest. Every
+//! digest it uses is thus `D1`'s (up to a BLAKE3 collision), and the root of
+//! `D` follows from the segments `C` touches and the others' digests
+//! unchanged: the argument above holds as if the whole of `D1` were read.
+//!
 //! `D` can outlive the process: [`Digests::save`] writes it atomically. A lab
 //! that does not keep `D` can verify with [`verify_equal`] (or compare
 //! [`image_digest`] of both sides) once the recovery VM is off: that reads
@@ -93,6 +104,7 @@ mod error;
 mod os;
 mod persist;
 mod pipeline;
+mod segment;
 mod stamp;
 mod verify;
 
@@ -106,6 +118,7 @@ pub use digest::{
     image_digest, refresh_digests,
 };
 pub use error::{DecodeError, SyncError};
+pub use segment::{SEGMENT_BLOCKS, SegmentDigest};
 pub use stamp::{FileStamp, settle_time};
 pub use verify::{PhaseTwo, Verification, verify_against, verify_changes, verify_equal};
 

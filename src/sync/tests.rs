@@ -877,3 +877,129 @@ fn extents_cover_files_and_block_runs() {
         }
     );
 }
+
+// ------------------------------------------------------------ segments
+
+/// What [`StaleBlocks::hash`] returns for a file that went from `old_len`
+/// to `new_len` bytes with blocks `changed` written: made-up digests.
+fn stale_of(
+    old_len: u64,
+    new_len: u64,
+    changed: &std::collections::BTreeSet<u64>,
+    seed: u64,
+) -> digest::StaleBlocks {
+    let count = new_len.div_ceil(B);
+    let mut blocks: std::collections::BTreeSet<u64> =
+        changed.iter().copied().filter(|&b| b < count).collect();
+    if new_len != old_len {
+        blocks.extend(old_len.min(new_len) / B..count);
+    }
+    let mut runs: Vec<(usize, Vec<BlockDigest>)> = Vec::new();
+    for b in blocks {
+        let digest = block_digest(&noise(16, seed ^ b));
+        match runs.last_mut() {
+            Some((first, list)) if *first + list.len() == b as usize => list.push(digest),
+            _ => runs.push((b as usize, vec![digest])),
+        }
+    }
+    digest::StaleBlocks { len: new_len, runs }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// The image digest updated from the touched segments alone equals the
+    /// one of the whole list brought up to date, for any changes and any
+    /// resize (across segment boundaries too).
+    #[test]
+    fn segment_updates_give_the_whole_list_root(
+        old_len in 0u64..(6 * 256 * B),
+        new_len in 0u64..(6 * 256 * B),
+        resize in proptest::bool::ANY,
+        changed in proptest::collection::btree_set(0u64..1600, 0..40),
+        seed in proptest::num::u64::ANY,
+    ) {
+        let new_len = if resize { new_len } else { old_len };
+        let count = old_len.div_ceil(B) as usize;
+        let before = Digests::from_parts(
+            old_len,
+            (0..count).map(|b| block_digest(&noise(8, seed.wrapping_add(b as u64)))).collect(),
+        );
+        let stale = stale_of(old_len, new_len, &changed, seed);
+        let mut whole = before.clone();
+        stale.clone().apply(&mut whole);
+        let kept = segment::SegmentedDigests::from_digests(
+            &before,
+            &segment::touched(old_len, &stale),
+        );
+        proptest::prop_assert_eq!(kept.root_with(&stale), Some(whole.root()));
+    }
+}
+
+/// Phase 2 from the digests file reads only the segments its changes fall
+/// in: the others may hold garbage and it still finds the right digest;
+/// a damaged touched segment, or digests of another image, are refused.
+#[test]
+fn phase_two_from_the_file_reads_only_the_segments_it_needs() {
+    let lab = Lab::new();
+    let seg = (segment::SEGMENT_BLOCKS as u64) * B; // 1 MiB of disk
+    let source = lab.file("recovery.img", &noise((5 * seg) as usize, 61));
+    let target = lab.file("primary.img", &noise(MIB as usize, 62));
+    let before = delta_sync(&source, &target, &SyncOptions::default())
+        .unwrap()
+        .source_digests;
+    let digests = lab.path("primary.digests");
+    before.save(&digests).unwrap();
+    let recorded = before.root();
+
+    // Changes in segments 0 and 4.
+    let mut changes = ChangeMap::new();
+    for block in [5u64, 4 * 256 + 9] {
+        changes.mark(block);
+        scribble(&source, block, 70 + block);
+    }
+    // Garbage in the block digests of segment 2, which no change touches
+    // (header, 5 segment digests, then 16 bytes per block).
+    let file = OpenOptions::new().write(true).open(&digests).unwrap();
+    let blocks_at = 36 + 5 * 32;
+    file.write_all_at(&[0xAB; 64], blocks_at + 2 * 256 * 16 + 100)
+        .unwrap();
+    drop(file);
+    assert!(
+        Digests::load(&digests).is_err(),
+        "the whole file is damaged"
+    );
+
+    let phase2 = PhaseTwo::from_file(&source, &digests, recorded, changes.clone()).unwrap();
+    assert_eq!(phase2.source_digest(), image_digest(&source).unwrap());
+    copy_blocks(&source, &target, &changes, &SyncOptions::default()).unwrap();
+    assert!(phase2.verify(&target).unwrap().equal);
+    assert_same(&source, &target);
+
+    // Digests of another image: refused before any block digest is used.
+    let other = image_digest(&target).unwrap();
+    let e = PhaseTwo::from_file(&source, &digests, block_root_other(other), changes.clone())
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("do not match the image digest"),
+        "{e}"
+    );
+
+    // A touched segment damaged: refused.
+    let file = OpenOptions::new().write(true).open(&digests).unwrap();
+    file.write_all_at(&[0xCD; 16], blocks_at + 5 * 16).unwrap();
+    drop(file);
+    let e = PhaseTwo::from_file(&source, &digests, recorded, changes).unwrap_err();
+    assert!(
+        e.to_string().contains("do not match the image digest")
+            && e.to_string().contains(&digests.display().to_string()),
+        "{e}"
+    );
+}
+
+/// An image digest that is not the one recorded.
+fn block_root_other(digest: ImageDigest) -> ImageDigest {
+    let mut bytes = *digest.as_bytes();
+    bytes[0] ^= 1;
+    ImageDigest(bytes)
+}

@@ -2,8 +2,12 @@
 
 use std::path::Path;
 
-use super::digest::StaleBlocks;
-use super::{BlockDigest, ChangeMap, Digests, ImageDigest, SyncError, digest_blocks};
+use super::digest::{StaleBlocks, blocks_for};
+use super::segment::{DigestsFile, SegmentedDigests, touched};
+use super::{
+    BlockDigest, ChangeMap, DecodeError, Digests, ImageDigest, SyncError, digest_blocks,
+    image_digest,
+};
 
 /// The outcome of comparing a target with a source, block by block.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,33 +143,72 @@ fn equal_with(
 /// the source holds at shutdown, and the verification of the target against
 /// it (steps 3 and 4 of the [module docs](super), with [`verify_changes`]).
 ///
-/// Guarantees: [`PhaseTwo::new`] reads only the blocks of the change map
-/// from the source, and [`PhaseTwo::verify`] only those from the target (a
-/// resize adds the blocks from the old end on); neither copies the digest
-/// list (16 bytes per 4 KiB block) unless the disks turn out to differ.
+/// Guarantees: [`PhaseTwo::new`] and [`PhaseTwo::from_file`] read only the
+/// blocks of the change map from the source (a resize adds the blocks from
+/// the old end on), and [`PhaseTwo::verify`] only those from the target;
+/// `from_file` reads from the digests file only its segment digests and the
+/// block digests of the segments those blocks fall in (`src/sync/segment.rs`),
+/// so the work grows with the changed blocks, not with the disk.
 ///
-/// Assumptions: those of [`verify_changes`]: `before` is what phase 1
+/// Assumptions: those of [`verify_changes`]: the digests are what phase 1
 /// returned, read after change tracking began; nothing wrote the target
 /// outside `changes` since phase 1 returned.
 #[derive(Debug)]
 pub struct PhaseTwo {
-    before: Digests,
+    before: SegmentedDigests,
     changes: ChangeMap,
     source: StaleBlocks,
     source_digest: ImageDigest,
 }
 
 impl PhaseTwo {
-    /// Hashes the changed blocks of `source`, once its VM is off.
+    /// Hashes the changed blocks of `source`, once its VM is off, over
+    /// phase 1's digests `before`.
     ///
     /// Errors: the source cannot be opened or read.
     pub fn new(source: &Path, before: Digests, changes: ChangeMap) -> Result<Self, SyncError> {
         let stale = StaleBlocks::hash(source, before.file_len(), &changes)?;
-        let source_digest = before.root_with(&stale);
+        let kept = SegmentedDigests::from_digests(&before, &touched(before.file_len(), &stale));
+        PhaseTwo::with(source, kept, changes, stale)
+    }
+
+    /// [`PhaseTwo::new`] with phase 1's digests read in part from the file
+    /// [`Digests::save`] wrote, checked against `recorded`, their image
+    /// digest as phase 1 recorded it.
+    ///
+    /// Errors: the source cannot be read; the digests file cannot be read,
+    /// or does not hold digests with image digest `recorded`.
+    pub fn from_file(
+        source: &Path,
+        digests: &Path,
+        recorded: ImageDigest,
+        changes: ChangeMap,
+    ) -> Result<Self, SyncError> {
+        let file = DigestsFile::open(digests, recorded)?;
+        let stale = StaleBlocks::hash(source, file.file_len(), &changes)?;
+        let which = touched(file.file_len(), &stale);
+        let kept = file.read(&which)?;
+        PhaseTwo::with(source, kept, changes, stale)
+    }
+
+    fn with(
+        path: &Path,
+        before: SegmentedDigests,
+        changes: ChangeMap,
+        source: StaleBlocks,
+    ) -> Result<Self, SyncError> {
+        // Every segment `source` touches was kept, so this is always known.
+        let source_digest = before
+            .root_with(&source)
+            .ok_or_else(|| SyncError::Corrupt {
+                path: path.into(),
+                what: "block digests",
+                source: DecodeError::Digest,
+            })?;
         Ok(PhaseTwo {
             before,
             changes,
-            source: stale,
+            source,
             source_digest,
         })
     }
@@ -186,21 +229,29 @@ impl PhaseTwo {
     /// Errors: the target cannot be opened or read.
     pub fn verify(&self, target: &Path) -> Result<Verification, SyncError> {
         let found = StaleBlocks::hash(target, self.before.file_len(), &self.changes)?;
+        let equal = |target_digest: ImageDigest, first_mismatch: Option<u64>| Verification {
+            equal: first_mismatch.is_none(),
+            source_digest: self.source_digest,
+            target_digest,
+            source_len: self.source.len,
+            target_len: found.len,
+            first_mismatch,
+        };
         if found == self.source {
-            // Outside the stale blocks both are `before`: equal everywhere.
-            return Ok(Verification {
-                equal: true,
-                source_digest: self.source_digest,
-                target_digest: self.source_digest,
-                source_len: self.source.len,
-                target_len: found.len,
-                first_mismatch: None,
-            });
+            // Outside the stale blocks both are phase 1's: equal everywhere.
+            return Ok(equal(self.source_digest, None));
         }
-        let mut source = self.before.clone();
-        self.source.clone().apply(&mut source);
-        let mut target = self.before.clone();
-        found.apply(&mut target);
-        Ok(Verification::compare(&source, &target))
+        // They differ (a rare, failing case): say where, and the target's
+        // digest, from the kept segments when they suffice.
+        let first = self.before.first_difference(&self.source, &found);
+        let first = first.or_else(|| {
+            // Only the lengths differ: the first block one side lacks.
+            Some(blocks_for(self.source.len.min(found.len)))
+        });
+        let target_digest = match self.before.root_with(&found) {
+            Some(digest) => digest,
+            None => image_digest(target)?,
+        };
+        Ok(equal(target_digest, first))
     }
 }

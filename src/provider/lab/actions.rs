@@ -455,11 +455,17 @@ pub(super) fn record_shutdown_digests(lab: &Lab, name: &str) -> Result<Evidence,
 }
 
 /// The recovery disk's digests at shutdown from phase 1's and the change
-/// map; `None` when either file is missing or damaged.
+/// map; `None` when either file is missing or damaged. Reads from phase 1's
+/// digests file only what the changed blocks need, checked against the
+/// image digest phase 1 recorded.
 fn shutdown_evidence(record: &PhaseOneRecord, src: &LabDisk, dst: &LabDisk) -> Option<PhaseTwo> {
-    let before = load_phase_one(record, dst)?;
+    let path = dst.digests_path();
+    if !record.digests_stamp.is_current(&path) {
+        return None;
+    }
+    let recorded: ImageDigest = record.digest.parse().ok()?;
     let changes = ChangeMap::load(&src.change_map_path()).ok()?;
-    match PhaseTwo::new(&src.path, before, changes) {
+    match PhaseTwo::from_file(&src.path, &path, recorded, changes) {
         Ok(found) => Some(found),
         Err(e) => {
             tracing::warn!(disk = %src.name, "cannot update the phase-1 digests ({e}); hashing the whole disk");
