@@ -85,6 +85,25 @@ fn a_multi_group_plan_converges_through_the_emulator_as_on_the_lab() {
         calls["resume"]["db-01"], 1,
         "delta resumes its job: {calls}"
     );
+    // The vault's items are listed once per group (its first observation);
+    // each step then reads its VM's item alone, by ID, whatever the
+    // vault's size.
+    let reads = emulator.reads();
+    let steps = calls
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|by_vm| by_vm.as_object().unwrap().values())
+        .map(|n| n.as_u64().unwrap())
+        .sum::<u64>();
+    assert!(
+        reads["list"].as_u64().unwrap() <= 2,
+        "listings: {reads} for {steps} actions"
+    );
+    assert!(
+        reads["get"].as_u64().unwrap() >= steps,
+        "single-item reads: {reads} for {steps} actions"
+    );
     assert!(
         calls["resume"].get("app-02").is_none(),
         "full has no resume: {calls}"

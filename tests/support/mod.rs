@@ -420,6 +420,13 @@ impl Emulator {
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
     }
+
+    /// Protected-item reads answered so far: `list` and `get` counts.
+    pub(crate) fn reads(&self) -> Value {
+        let (status, body) = http(&self.url, "GET", "/_emulator/reads", None, None);
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
 }
 
 impl Drop for Emulator {

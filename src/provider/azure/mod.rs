@@ -39,7 +39,7 @@ pub mod models;
 pub mod observe;
 pub mod token;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -74,6 +74,9 @@ pub struct AzureProvider {
     management: Management,
     /// Warnings already given (each once per process).
     warned: Mutex<BTreeSet<String>>,
+    /// Protected item IDs by VM name, from the last listing of the vault:
+    /// a step then reads its VM's item alone instead of listing them all.
+    item_ids: Mutex<HashMap<String, String>>,
 }
 
 /// One VM's protected item, its current job and what they say.
@@ -101,6 +104,7 @@ impl AzureProvider {
             site: plan.spec.primary.site.to_string(),
             management: plan.spec.primary.management,
             warned: Mutex::new(BTreeSet::new()),
+            item_ids: Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,14 +196,52 @@ impl AzureProvider {
 
     /// The item of `vm` with its current job, read now.
     async fn item(&self, vm: &str) -> Result<Item, AzureError> {
-        let items = self.items().await?;
-        let item = Self::pick(&items, vm)?.cloned().ok_or_else(|| {
+        self.find_item(vm).await?.ok_or_else(|| {
             AzureError::conflict(format!(
                 "VM '{vm}' is not a protected item of vault '{}'",
                 self.client.vault().name()
             ))
-        })?;
-        self.with_job(item, vm).await
+        })
+    }
+
+    /// The item of `vm` with its current job, read now, if the vault has
+    /// one: by its ID when an earlier listing gave it (one GET, whatever the
+    /// vault's size), else by listing the vault. An item that is gone,
+    /// renamed or unreadable by its ID is looked for in the listing.
+    async fn find_item(&self, vm: &str) -> Result<Option<Item>, AzureError> {
+        let known = self
+            .item_ids
+            .lock()
+            .ok()
+            .and_then(|ids| ids.get(vm).cloned());
+        if let Some(id) = known {
+            let what = format!("reading the protected item of VM '{vm}'");
+            match self.client.get::<ProtectedItem>(&id, &what).await {
+                Ok(item) if Self::pick(std::slice::from_ref(&item), vm)?.is_some() => {
+                    return self.with_job(item, vm).await.map(Some);
+                }
+                Err(e) if e.class == ErrorClass::Transient => return Err(e),
+                _ => self.remember(vm, None),
+            }
+        }
+        let items = self.items().await?;
+        match Self::pick(&items, vm)? {
+            Some(item) => {
+                self.remember(vm, Some(&item.id));
+                self.with_job(item.clone(), vm).await.map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records (or forgets) the ID of `vm`'s protected item.
+    fn remember(&self, vm: &str, id: Option<&str>) {
+        if let Ok(mut ids) = self.item_ids.lock() {
+            match id {
+                Some(id) => ids.insert(vm.to_owned(), id.to_owned()),
+                None => ids.remove(vm),
+            };
+        }
     }
 
     async fn with_job(&self, item: ProtectedItem, vm: &str) -> Result<Item, AzureError> {
@@ -300,8 +342,8 @@ impl AzureProvider {
             .unwrap_or(name)
     }
 
-    async fn observe_world(&self, plan: &FailbackPlan) -> Result<World, AzureError> {
-        let site = self.site().await?;
+    /// The hosts of the primary site and whether any is connected.
+    fn observed_hosts(&self, plan: &FailbackPlan, site: &Site) -> (Vec<ObservedHost>, bool) {
         if self.inventory.is_none() {
             self.warn_once(
                 "no-inventory",
@@ -339,17 +381,41 @@ impl AzureProvider {
             .providers
             .iter()
             .any(RecoveryServicesProvider::connected);
+        (hosts, primary_connected)
+    }
 
+    async fn observe_world(&self, plan: &FailbackPlan) -> Result<World, AzureError> {
+        let site = self.site().await?;
+        let (hosts, primary_connected) = self.observed_hosts(plan, &site);
         let items = self.items().await?;
         let mut vms = Vec::new();
         for (_, vm) in plan.vms() {
             let name = vm.name.as_str();
             let Some(item) = Self::pick(&items, name)? else {
+                self.remember(name, None);
                 continue;
             };
+            self.remember(name, Some(&item.id));
             let item = self.with_job(item.clone(), name).await?;
             vms.push(self.observed_vm(plan, &site, name, &item)?);
         }
+        Ok(World {
+            primary_connected,
+            hosts,
+            vms,
+        }
+        .sort())
+    }
+
+    /// The hosts and VM `vm` alone (see `Provider::observe_vm`): its item
+    /// read by ID once a listing gave it.
+    async fn observe_one(&self, plan: &FailbackPlan, vm: &str) -> Result<World, AzureError> {
+        let site = self.site().await?;
+        let (hosts, primary_connected) = self.observed_hosts(plan, &site);
+        let vms = match self.find_item(vm).await? {
+            Some(item) => vec![self.observed_vm(plan, &site, vm, &item)?],
+            None => Vec::new(),
+        };
         Ok(World {
             primary_connected,
             hosts,
@@ -745,6 +811,18 @@ pub fn job_failed(vm: &str, job: &Job) -> AzureError {
 impl Provider for AzureProvider {
     fn observe<'a>(&'a self, plan: &'a FailbackPlan) -> BoxFuture<'a, ProviderResult<World>> {
         Box::pin(async move { self.observe_world(plan).await.map_err(ProviderError::from) })
+    }
+
+    fn observe_vm<'a>(
+        &'a self,
+        plan: &'a FailbackPlan,
+        vm: &'a str,
+    ) -> BoxFuture<'a, ProviderResult<World>> {
+        Box::pin(async move {
+            self.observe_one(plan, vm)
+                .await
+                .map_err(ProviderError::from)
+        })
     }
 
     fn start_failback<'a>(

@@ -17,6 +17,7 @@
 //! | `GET replicationJobs[/{j}]`, `POST replicationJobs/{j}/resume`, `POST replicationJobs/{j}/restart` | jobs; resume runs the lab's `complete` |
 //! | `GET operationresults/{j}` (`Location`), `GET replicationOperationStatus/{j}` (`Azure-AsyncOperation`) | the long-running operation of an action |
 //! | `GET /_emulator/calls` (no vault, no token) | how many action requests each item received, by operation |
+//! | `GET /_emulator/reads` (no vault, no token) | how many protected-item listings and single-item reads were answered |
 //!
 //! # Guarantees
 //!
@@ -105,6 +106,8 @@ struct Emulator {
     jobs: Mutex<Jobs>,
     /// Actions accepted (answered 202): operation -> VM -> count.
     calls: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Protected-item reads answered: `list` or `get` -> count.
+    reads: Mutex<BTreeMap<String, u64>>,
 }
 
 #[derive(Default)]
@@ -173,6 +176,7 @@ where
         retry_after: options.retry_after,
         jobs: Mutex::new(Jobs::default()),
         calls: Mutex::new(BTreeMap::new()),
+        reads: Mutex::new(BTreeMap::new()),
     });
     let app = axum::Router::new().fallback(handle).with_state(state);
     axum::serve(listener, app)
@@ -317,6 +321,10 @@ async fn handle(
         let calls = lock(&em.calls).clone();
         return json_response(StatusCode::OK, &json!(calls));
     }
+    if path == "/_emulator/reads" {
+        let reads = lock(&em.reads).clone();
+        return json_response(StatusCode::OK, &json!(reads));
+    }
     // Authentication: any bearer token, but one must be there.
     match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         None => {
@@ -444,7 +452,10 @@ async fn route(
     let fabric_ok = |f: &str| same(f, &names.fabric);
     let container_ok = |c: &str| same(c, &names.container);
     match r.as_slice() {
-        ["replicationProtectedItems"] if get => list(items(em, &names, &world)),
+        ["replicationProtectedItems"] if get => {
+            read(em, "list");
+            list(items(em, &names, &world))
+        }
         ["replicationFabrics"] if get => list(vec![fabric_json(&names, &world)]),
         ["replicationFabrics", f] if get && fabric_ok(f) => ok(fabric_json(&names, &world)),
         [
@@ -490,7 +501,10 @@ async fn route(
             "replicationProtectionContainers",
             c,
             "replicationProtectedItems",
-        ] if get && fabric_ok(f) && container_ok(c) => list(items(em, &names, &world)),
+        ] if get && fabric_ok(f) && container_ok(c) => {
+            read(em, "list");
+            list(items(em, &names, &world))
+        }
         [
             "replicationFabrics",
             f,
@@ -499,6 +513,7 @@ async fn route(
             "replicationProtectedItems",
             i,
         ] if get && fabric_ok(f) && container_ok(c) => {
+            read(em, "get");
             let vm = vm_of_item(&world, i)?;
             ok(item_json(em, &names, &world, vm))
         }
@@ -621,6 +636,10 @@ fn with_retry_after(mut response: Response, secs: u64, running: bool) -> Respons
         response.headers_mut().insert("Retry-After", v);
     }
     response
+}
+
+fn read(em: &Emulator, kind: &str) {
+    *lock(&em.reads).entry(kind.to_owned()).or_default() += 1;
 }
 
 fn count(em: &Emulator, op: &str, vm: &str) {
