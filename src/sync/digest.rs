@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::{LazyLock, OnceLock};
 
-use super::os::{open_source, read_exact_at};
+use super::os::{open_source, open_with_len, read_exact_at};
 use super::persist::{CHECKSUM_LEN, Decoder, Encoder, atomic_write, checksum_parts};
 use rayon::prelude::*;
 
@@ -236,17 +236,7 @@ impl Digests {
             what: "block digests",
             source,
         };
-        let mut file = File::open(path).map_err(|source| SyncError::Open {
-            path: path.into(),
-            source,
-        })?;
-        let size = file
-            .metadata()
-            .map_err(|source| SyncError::Metadata {
-                path: path.into(),
-                source,
-            })?
-            .len();
+        let (mut file, size) = open_with_len(path)?;
         let read_failed = |source| SyncError::Read {
             path: path.into(),
             offset: 0,

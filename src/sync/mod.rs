@@ -118,6 +118,7 @@ pub use digest::{
     image_digest, refresh_digests,
 };
 pub use error::{DecodeError, SyncError};
+pub(crate) use persist::temp_beside;
 pub use segment::{SEGMENT_BLOCKS, SegmentDigest};
 pub use stamp::{FileStamp, settle_time};
 pub use verify::{PhaseTwo, Verification, verify_against, verify_changes, verify_equal};

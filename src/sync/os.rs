@@ -18,6 +18,22 @@ pub(crate) fn open_source(path: &Path) -> Result<(File, Metadata), SyncError> {
     Ok((file, meta))
 }
 
+/// Opens a file the engine wrote (a digests file) to read, with its length.
+pub(crate) fn open_with_len(path: &Path) -> Result<(File, u64), SyncError> {
+    let file = File::open(path).map_err(|source| SyncError::Open {
+        path: path.into(),
+        source,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|source| SyncError::Metadata {
+            path: path.into(),
+            source,
+        })?
+        .len();
+    Ok((file, len))
+}
+
 /// Opens a disk image to read and write, creating it (empty) if missing.
 /// Returns whether it was created, so that the caller fsyncs the directory.
 pub(crate) fn open_target(path: &Path) -> Result<(File, Metadata, bool), SyncError> {

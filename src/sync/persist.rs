@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::os::{parent_dir, sync_dir};
@@ -23,14 +23,8 @@ pub(crate) const CHECKSUM_LEN: usize = 16;
 /// and fsyncs the directory. A crash can leave the temporary file
 /// (`.NAME.PID.N.tmp`) behind; it is never read.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), SyncError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let tmp = temp_beside(path);
     let failed = |step: String| {
         move |source: std::io::Error| SyncError::Save {
             path: path.into(),
@@ -57,6 +51,19 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), SyncError> {
         ));
     }
     sync_dir(&dir).map_err(failed(format!("flushing directory {}", dir.display())))
+}
+
+/// A fresh temporary path beside `path` (`.NAME.PID.N.tmp`), for a file
+/// that will be renamed over it: unique within the process (a counter) and
+/// between processes (the process ID).
+pub(crate) fn temp_beside(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    parent_dir(path).join(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 /// Builds a framed file.

@@ -18,7 +18,7 @@ use super::digest::{
     ALGORITHM_NAME, BlockDigest, DIGESTS_HEADER, Digests, ImageDigest, StaleBlocks, blocks_for,
     parse_header,
 };
-use super::os::read_exact_at;
+use super::os::{open_with_len, read_exact_at};
 use super::persist::CHECKSUM_LEN;
 use super::{BLOCK, DecodeError, SyncError};
 
@@ -200,17 +200,7 @@ impl DigestsFile {
             what: "block digests",
             source,
         };
-        let file = File::open(path).map_err(|source| SyncError::Open {
-            path: path.into(),
-            source,
-        })?;
-        let size = file
-            .metadata()
-            .map_err(|source| SyncError::Metadata {
-                path: path.into(),
-                source,
-            })?
-            .len();
+        let (file, size) = open_with_len(path)?;
         let frame = (DIGESTS_HEADER + CHECKSUM_LEN) as u64;
         if size < frame {
             return Err(corrupt(DecodeError::TooShort(

@@ -51,7 +51,7 @@ use super::world::{
     DISKS_DIR, EVENTS_FILE, LOCK_FILE, LabVm, LabWorld, PrimarySite, RecoverySite, WORLD_FILE,
     WORLD_VERSION,
 };
-use crate::sync::FileStamp;
+use crate::sync::{FileStamp, temp_beside};
 
 /// The journal of world `G` is `world.journal.G`.
 pub const JOURNAL_PREFIX: &str = "world.journal.";
@@ -607,29 +607,14 @@ impl Store {
             if file.metadata()?.len() != start {
                 file.set_len(start)?;
             }
-            match fault {
-                WriteFault::Enospc => {
-                    return Err(injected(
-                        std::io::ErrorKind::StorageFull,
-                        "no space left on device",
-                        TEST_FAIL_WORLD_WRITE_ENV,
-                    ));
-                }
-                WriteFault::AbortBeforeRename => {
-                    // A crash halfway through the line.
-                    write_all_at(file, &line[..line.len() / 2], start)?;
-                    std::process::abort();
-                }
-                _ => {}
+            fault.before_write()?;
+            if fault == WriteFault::AbortBeforeRename {
+                // A crash halfway through the line.
+                write_all_at(file, &line[..line.len() / 2], start)?;
+                std::process::abort();
             }
             write_all_at(file, line, start)?;
-            if fault == WriteFault::FsyncEio {
-                return Err(injected(
-                    std::io::ErrorKind::Other,
-                    "input/output error on fsync",
-                    TEST_FAIL_WORLD_FSYNC_ENV,
-                ));
-            }
+            fault.before_sync()?;
             file.sync_data()
         })();
         if let Err(e) = written {
@@ -924,37 +909,38 @@ fn next_write_fault() -> WriteFault {
     }
 }
 
-fn injected(kind: std::io::ErrorKind, what: &str, var: &str) -> std::io::Error {
-    std::io::Error::new(kind, format!("{what} (injected by {var})"))
+impl WriteFault {
+    /// The injected failure of a write, before its first byte.
+    fn before_write(self) -> std::io::Result<()> {
+        match self {
+            WriteFault::Enospc => Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("no space left on device (injected by {TEST_FAIL_WORLD_WRITE_ENV})"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The injected failure of the fsync of a write's bytes.
+    fn before_sync(self) -> std::io::Result<()> {
+        match self {
+            WriteFault::FsyncEio => Err(std::io::Error::other(format!(
+                "input/output error on fsync (injected by {TEST_FAIL_WORLD_FSYNC_ENV})"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Temporary file, fsync, rename, fsync of the directory: a crash leaves
 /// the old file or the new one.
 fn atomic_write(path: &Path, bytes: &[u8], fault: WriteFault) -> Result<(), LabError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let tmp = temp_beside(path);
     let written = File::create(&tmp).and_then(|mut file| {
-        if fault == WriteFault::Enospc {
-            return Err(injected(
-                std::io::ErrorKind::StorageFull,
-                "no space left on device",
-                TEST_FAIL_WORLD_WRITE_ENV,
-            ));
-        }
+        fault.before_write()?;
         file.write_all(bytes)?;
-        if fault == WriteFault::FsyncEio {
-            return Err(injected(
-                std::io::ErrorKind::Other,
-                "input/output error on fsync",
-                TEST_FAIL_WORLD_FSYNC_ENV,
-            ));
-        }
+        fault.before_sync()?;
         file.sync_all()
     });
     if let Err(e) = written {
