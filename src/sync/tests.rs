@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::pipeline::{Extent, block_runs, whole_file};
+use super::digest::hash_blocks;
+use super::pipeline::{Extent, Run, block_runs, run_extents, whole_file};
 use super::*;
 
 const MIB: u64 = 1024 * 1024;
@@ -173,6 +174,117 @@ fn delta_handles_a_partial_last_block() {
         (4, 1, 123)
     );
     assert_same(&source, &target);
+}
+
+#[test]
+fn a_zero_length_source_empties_the_target() {
+    let lab = Lab::new();
+    let source = lab.file("recovery.img", &[]);
+    let target = lab.file("primary.img", &noise(3 * BLOCK + 5, 60));
+
+    let outcome = delta_sync(&source, &target, &SyncOptions::default()).unwrap();
+    assert_eq!(outcome.stats, SyncStats::default());
+    assert_eq!(outcome.source_digests.block_count(), 0);
+    assert_eq!(outcome.source_digests, digest_blocks(&source).unwrap());
+    assert_eq!(fs::metadata(&target).unwrap().len(), 0);
+
+    let known = outcome.source_digests;
+    let options = SyncOptions::new().with_known_target(&known);
+    assert_eq!(
+        delta_sync(&source, &target, &options)
+            .unwrap()
+            .source_digests,
+        known
+    );
+    fs::write(&target, b"stale").unwrap();
+    full_sync(&source, &target, &SyncOptions::default()).unwrap();
+    assert_eq!(fs::metadata(&target).unwrap().len(), 0);
+}
+
+/// The source of phase 1 is a running VM's disk: a hypervisor may resize it
+/// while it is read (Hyper-V shrinks a VHDX online). A shrink is an error
+/// that names the source, never a crash, and a re-run completes; growth is
+/// left to phase 2 (a resize is a write, in the change map).
+#[test]
+fn a_source_resized_during_phase_one_fails_cleanly_or_is_left_to_phase_two() {
+    let lab = Lab::new();
+    let len = 12 * MIB as usize + 123;
+    let source = lab.file("recovery.img", &noise(len, 61));
+    let target = lab.file("primary.img", &noise(len, 62));
+    // In a one-thread pool the calling thread takes every extent in order,
+    // and its progress callback runs after the 4th: 9 extents are left.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let err = pool
+        .install(|| {
+            let shrink = |_, _| {
+                let file = OpenOptions::new().write(true).open(&source).unwrap();
+                file.set_len(MIB + 7).unwrap();
+            };
+            delta_sync(&source, &target, &SyncOptions::new().with_progress(&shrink))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, SyncError::ShortRead { path, offset, .. }
+            if path == &source && *offset == 4 * MIB),
+        "{err}"
+    );
+    let outcome = delta_sync(&source, &target, &SyncOptions::default()).unwrap();
+    assert_eq!(outcome.source_digests, digest_blocks(&source).unwrap());
+    assert_same(&source, &target);
+
+    // Growth: the sync copies the length it found when it opened the source.
+    let source = lab.file("growing.img", &noise(len, 63));
+    let outcome = pool
+        .install(|| {
+            let grow = |_, _| {
+                let file = OpenOptions::new().write(true).open(&source).unwrap();
+                file.write_all_at(&noise(5 * BLOCK, 64), len as u64)
+                    .unwrap();
+            };
+            delta_sync(&source, &target, &SyncOptions::new().with_progress(&grow))
+        })
+        .unwrap();
+    assert_eq!(outcome.source_digests.file_len(), len as u64);
+    assert_eq!(fs::metadata(&target).unwrap().len(), len as u64);
+    assert_eq!(
+        fs::metadata(&source).unwrap().len(),
+        (len + 5 * BLOCK) as u64
+    );
+    delta_sync(&source, &target, &SyncOptions::default()).unwrap();
+    assert_same(&source, &target);
+}
+
+/// `hash_blocks` computes 16 blocks at a time through BLAKE3's SIMD
+/// internals; every lane, a partial group, a partial block and nothing at
+/// all give exactly `block_digest` of each block.
+#[test]
+fn hash_blocks_equals_block_digest() {
+    let mut data = noise(40 * BLOCK + 100, 64);
+    data[3 * BLOCK..4 * BLOCK].fill(0);
+    for len in [
+        0,
+        1,
+        BLOCK - 1,
+        BLOCK,
+        BLOCK + 1,
+        15 * BLOCK,
+        16 * BLOCK,
+        16 * BLOCK + 1,
+        17 * BLOCK + 77,
+        33 * BLOCK,
+        40 * BLOCK + 100,
+    ] {
+        let expected: Vec<BlockDigest> = data[..len].chunks(BLOCK).map(block_digest).collect();
+        assert!(hash_blocks(&data[..len]) == expected, "length {len}");
+    }
+    // Known answer: BLAKE3 of 4 KiB of zeros, its first 16 bytes.
+    assert_eq!(
+        hash_blocks(&[0; BLOCK])[0][..],
+        blake3::hash(&[0; BLOCK]).as_bytes()[..16]
+    );
 }
 
 #[test]
@@ -1002,4 +1114,58 @@ fn block_root_other(digest: ImageDigest) -> ImageDigest {
     let mut bytes = *digest.as_bytes();
     bytes[0] ^= 1;
     ImageDigest(bytes)
+}
+
+/// Workers take extents as they finish: results come back in extent order,
+/// the first failing extent's error is returned and every extent before it
+/// was processed; a one-thread pool (the caller a rayon worker) does not
+/// deadlock.
+#[test]
+fn run_extents_keeps_order_and_stops_at_the_first_error() {
+    let path = Path::new("disk.img");
+    let extents = whole_file(40 * MIB + 3);
+    let seen = &Mutex::new(Vec::new());
+    let results = run_extents(&extents, &Run::quiet(path), |extent, buf| {
+        assert_eq!(buf.len(), extent.len);
+        Ok(extent.offset)
+    })
+    .unwrap();
+    assert_eq!(
+        results,
+        extents.iter().map(|e| e.offset).collect::<Vec<_>>()
+    );
+
+    let fail = |at: u64| {
+        move |extent: Extent, _: &mut [u8]| {
+            seen.lock().unwrap().push(extent.offset);
+            if extent.offset >= at {
+                Err(SyncError::InjectedFault {
+                    path: path.into(),
+                    offset: extent.offset,
+                })
+            } else {
+                Ok(())
+            }
+        }
+    };
+    let err = run_extents(&extents, &Run::quiet(path), fail(17 * MIB)).unwrap_err();
+    assert!(
+        matches!(err, SyncError::InjectedFault { offset, .. } if offset == 17 * MIB),
+        "{err}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!((0..17).all(|i| seen.contains(&(i * MIB))), "{seen:?}");
+    assert!(
+        seen.len() < extents.len(),
+        "no extent taken after the error"
+    );
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let results = pool
+        .install(|| run_extents(&extents, &Run::quiet(path), |e, _| Ok(e.len)))
+        .unwrap();
+    assert_eq!(results.len(), extents.len());
 }
