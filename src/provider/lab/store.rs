@@ -186,13 +186,22 @@ impl Lab {
     /// until other processes and threads release it).
     pub(crate) fn lock_file(&self, exclusive: bool) -> Result<File, LabError> {
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(LabError::io("opening the lock", &path))?;
+        let create = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        // A reader needs no write access to the lab (a `status` run by
+        // another user): an existing lock file is opened read-only.
+        let opened = if exclusive {
+            create()
+        } else {
+            File::open(&path).or_else(|_| create())
+        };
+        let file = opened.map_err(LabError::io("opening the lock", &path))?;
         let locked = if exclusive {
             file.lock()
         } else {
