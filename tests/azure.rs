@@ -176,23 +176,13 @@ fn killed_in_the_middle_of_a_job_the_next_apply_reattaches_to_it() {
     let case = Case::on(Provider::Azure, &plan());
     case.init(&["--latency", "500"]);
     let emulator = case.emulator();
-    let mut apply = case
-        .azure_at(&emulator.url, &["apply", case.plan_path()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut apply = spawn_apply(&case, &emulator.url);
     // Wait until db-01's failback job was started, then kill the run.
-    while emulator.calls()["plannedFailover"]["db-01"]
-        .as_u64()
-        .is_none()
-    {
-        assert!(
-            apply.try_wait().unwrap().is_none(),
-            "apply ended before starting a job"
-        );
-        std::thread::yield_now();
-    }
+    wait_while_running(&mut apply, || {
+        emulator.calls()["plannedFailover"]["db-01"]
+            .as_u64()
+            .is_some()
+    });
     apply.kill().unwrap();
     apply.wait().unwrap();
     let item_state = case.vm("db-01")["state"].clone();
@@ -226,19 +216,11 @@ fn an_emulator_restarted_in_the_middle_of_a_job_loses_no_byte() {
     );
     case.init(&["--latency", "300"]);
     let first = Emulator::start(&case.lab_dir());
-    let mut apply = case
-        .azure_at(&first.url, &["apply", case.plan_path()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut apply = spawn_apply(&case, &first.url);
     // Kill it once the job has started to change the world.
-    while case.vm("db-01")["state"] == "running-in-recovery" {
-        assert!(
-            apply.try_wait().unwrap().is_none(),
-            "apply ended before starting a job"
-        );
-    }
+    wait_while_running(&mut apply, || {
+        case.vm("db-01")["state"] != "running-in-recovery"
+    });
     drop(first);
     apply.kill().unwrap();
     apply.wait().unwrap();
@@ -439,4 +421,25 @@ fn a_vault_is_required_and_must_agree_with_the_plan() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `apply` of `case` through the emulator at `url`, in the background, its
+/// output dropped.
+fn spawn_apply(case: &Case, url: &str) -> std::process::Child {
+    case.azure_at(url, &["apply", case.plan_path()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `started` holds; the run must still be going meanwhile.
+fn wait_while_running(apply: &mut std::process::Child, mut started: impl FnMut() -> bool) {
+    while !started() {
+        assert!(
+            apply.try_wait().unwrap().is_none(),
+            "apply ended before starting a job"
+        );
+        std::thread::yield_now();
+    }
 }

@@ -280,15 +280,6 @@ impl LabWorld {
             })
     }
 
-    pub fn vm_mut(&mut self, name: &str) -> Result<&mut LabVm, LabError> {
-        self.vms
-            .iter_mut()
-            .find(|v| v.name == name)
-            .ok_or_else(|| LabError::UnknownVm {
-                vm: name.to_owned(),
-            })
-    }
-
     pub fn host(&self, name: &str) -> Option<&LabHost> {
         self.primary.hosts.iter().find(|h| h.name == name)
     }
